@@ -1,0 +1,36 @@
+# `make test` and `make demo` do all the set-up on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# Persistent XLA compilation cache: the suite is dominated by compile time.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
+export JAX_PLATFORMS ?= cpu
+
+.PHONY: test lint format install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n auto -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check jaxrnn tests experiments
+	$(BIN)/ruff format --check jaxrnn tests experiments
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix jaxrnn tests experiments
+	$(BIN)/ruff format jaxrnn tests experiments
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info

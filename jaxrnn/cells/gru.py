@@ -1,0 +1,134 @@
+"""Gated recurrent units: the GRU (both reset placements) and the minimal gated unit (MGU)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells.base import (
+    Cell,
+    affine_input,
+    check_init_args,
+    gate_blocks,
+    hidden_zeros,
+    make_cell,
+    positive_int,
+    resolve_inits,
+)
+
+__all__ = ["gru", "mgu"]
+
+
+def _gated_params(name, k_init, r_init, b_init, hidden_size, n_gates, extra_bias=()):
+    def init(key, input_size, dtype=jnp.float32):
+        n_in, dtype = check_init_args(name, input_size, dtype)
+        k_x, k_h, k_b, k_e = jax.random.split(key, 4)
+        params = {
+            "W_xh": gate_blocks(k_init, k_x, n_in, hidden_size, n_gates, dtype),
+            "W_hh": gate_blocks(r_init, k_h, hidden_size, hidden_size, n_gates, dtype),
+            "b": b_init(k_b, (n_gates * hidden_size,), dtype),
+        }
+        for k, name_ in zip(jax.random.split(k_e, max(len(extra_bias), 1)), extra_bias):
+            params[name_] = b_init(k, (hidden_size,), dtype)
+        return params
+
+    return init
+
+
+def gru(
+    hidden_size: int,
+    *,
+    reset_after: bool = True,
+    kernel_init="lecun_normal",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+) -> Cell:
+    """The GRU (Cho et al. 2014), gate order r, z, n as PyTorch and cuDNN.
+
+    ``reset_after=True`` (default) -- the cuDNN / PyTorch / Flax ``GRUCell`` form, reset applied
+    *after* the recurrent matmul::
+
+        [x_r, x_z, x_n] = x_t @ W_xh + b          [h_r, h_z, h_n] = h_{t-1} @ W_hh
+        r = sigma(x_r + h_r)     z = sigma(x_z + h_z)     n = tanh(x_n + r * (h_n + b_hn))
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    ``reset_after=False`` -- the form of seeds 000 and 003 (and of Cho et al.), reset applied to the
+    state *before* the matmul, ``n = tanh(x_n + (r * h_{t-1}) @ W_hn)``; no ``b_hn``.
+
+    Params: ``W_xh (I, 3H)``, ``W_hh (H, 3H)``, ``b (3H,)`` (PyTorch's ``b_ih + b_hh`` on the r and z
+    slices, ``b_in`` on the n slice) and, with ``reset_after``, ``b_hn (H,)``, which cannot be merged
+    into ``b`` because it sits inside ``r * (...)``. Carry and output: ``h (*batch, H)``. Seed 003 names
+    the update gate ``u`` and writes ``h_t = u h_{t-1} + (1 - u) h~_t``: the same cell with ``u = z``.
+    """
+    hidden_size = positive_int(hidden_size, "gru: hidden_size")
+    k_init, r_init, b_init = resolve_inits("gru", kernel_init, recurrent_init, bias_init)
+    H = hidden_size
+
+    if reset_after:
+
+        def recur(params, h, px):
+            hh = h @ params["W_hh"]
+            r = jax.nn.sigmoid(px[..., :H] + hh[..., :H])
+            z = jax.nn.sigmoid(px[..., H : 2 * H] + hh[..., H : 2 * H])
+            n = jnp.tanh(px[..., 2 * H :] + r * (hh[..., 2 * H :] + params["b_hn"]))
+            return (1.0 - z) * n + z * h
+
+        extra = ("b_hn",)
+    else:
+
+        def recur(params, h, px):
+            W = params["W_hh"]
+            hh = h @ W[:, : 2 * H]
+            r = jax.nn.sigmoid(px[..., :H] + hh[..., :H])
+            z = jax.nn.sigmoid(px[..., H : 2 * H] + hh[..., H:])
+            n = jnp.tanh(px[..., 2 * H :] + (r * h) @ W[:, 2 * H :])
+            return (1.0 - z) * n + z * h
+
+        extra = ()
+
+    return make_cell(
+        "gru",
+        _gated_params("gru", k_init, r_init, b_init, H, 3, extra),
+        hidden_zeros(H),
+        affine_input,
+        recur,
+        lambda h: h,
+    )
+
+
+def mgu(
+    hidden_size: int,
+    *,
+    kernel_init="lecun_normal",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+) -> Cell:
+    """The minimal gated unit (Zhou, Wu, Zhang, Zhou 2016), the "minimal GRU" of seed 003.
+
+    One gate ``f`` plays both the reset and the update role::
+
+        f = sigma(x_t @ W_xf + h_{t-1} @ W_hf + b_f)
+        n = tanh(x_t @ W_xn + (f * h_{t-1}) @ W_hn + b_n)
+        h_t = (1 - f) * h_{t-1} + f * n
+
+    Params: ``W_xh (I, 2H)``, ``W_hh (H, 2H)``, ``b (2H,)``, columns ``[f | n]`` -- two thirds of a
+    GRU's parameters. Carry and output: ``h (*batch, H)``.
+    """
+    hidden_size = positive_int(hidden_size, "mgu: hidden_size")
+    k_init, r_init, b_init = resolve_inits("mgu", kernel_init, recurrent_init, bias_init)
+    H = hidden_size
+
+    def recur(params, h, px):
+        W = params["W_hh"]
+        f = jax.nn.sigmoid(px[..., :H] + h @ W[:, :H])
+        n = jnp.tanh(px[..., H:] + (f * h) @ W[:, H:])
+        return (1.0 - f) * h + f * n
+
+    return make_cell(
+        "mgu",
+        _gated_params("mgu", k_init, r_init, b_init, H, 2),
+        hidden_zeros(H),
+        affine_input,
+        recur,
+        lambda h: h,
+    )

@@ -1,0 +1,169 @@
+"""Long short-term memory: the modern LSTM (with forget gate) and the original 1997 LSTM."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.cells.base import (
+    Cell,
+    LSTMState,
+    affine_input,
+    check_init_args,
+    gate_blocks,
+    make_cell,
+    positive_int,
+    resolve_inits,
+    zeros_state,
+)
+from jaxrnn.cells.base import (
+    activation as get_activation,
+)
+
+__all__ = ["lstm", "lstm1997"]
+
+
+def _lstm_state(hidden_size):
+    def initial_carry(params, batch_shape=()):
+        z = zeros_state(params["W_hh"], batch_shape, hidden_size)
+        return LSTMState(h=z, c=z)
+
+    return initial_carry
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    peepholes: bool = False,
+    kernel_init="lecun_normal",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+) -> Cell:
+    """The LSTM with forget gate (Gers et al. 2000), gate order i, f, g, o as PyTorch and cuDNN::
+
+        [a_i, a_f, a_g, a_o] = x_t @ W_xh + h_{t-1} @ W_hh + b
+        i = sigma(a_i + p_i * c_{t-1})     f = sigma(a_f + p_f * c_{t-1})     g = tanh(a_g)
+        c_t = f * c_{t-1} + i * g
+        o = sigma(a_o + p_o * c_t)
+        h_t = o * tanh(c_t)
+
+    (the ``p_*`` peephole terms only with ``peepholes=True``). Params: ``W_xh (I, 4H)``,
+    ``W_hh (H, 4H)``, ``b (4H,)`` (one bias: PyTorch's ``b_ih + b_hh``), and with peepholes
+    ``p_i, p_f, p_o (H,)`` (zeros at init). The carry is :class:`LSTMState` ``(h, c)``, the output
+    ``h (*batch, H)``.
+
+    ``forget_bias`` (default 1.0, seed 004; Gers et al. 2000, Jozefowicz et al. 2015) is *added to the
+    f-slice of b at init*; the forward pass has no hidden constant, so parameters converted from
+    PyTorch or Flax behave exactly as there.
+    """
+    hidden_size = positive_int(hidden_size, "lstm: hidden_size")
+    k_init, r_init, b_init = resolve_inits("lstm", kernel_init, recurrent_init, bias_init)
+    H = hidden_size
+
+    def init(key, input_size, dtype=jnp.float32):
+        n_in, dtype = check_init_args("lstm", input_size, dtype)
+        k_x, k_h, k_b = jax.random.split(key, 3)
+        b = b_init(k_b, (4 * H,), dtype)
+        params = {
+            "W_xh": gate_blocks(k_init, k_x, n_in, H, 4, dtype),
+            "W_hh": gate_blocks(r_init, k_h, H, H, 4, dtype),
+            "b": b.at[H : 2 * H].add(jnp.asarray(forget_bias, dtype)),
+        }
+        if peepholes:
+            params.update({k: jnp.zeros((H,), dtype) for k in ("p_i", "p_f", "p_o")})
+        return params
+
+    def recur(params, state, px):
+        h, c = state
+        a = px + h @ params["W_hh"]
+        a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
+        if peepholes:
+            a_i = a_i + params["p_i"] * c
+            a_f = a_f + params["p_f"] * c
+        c = jax.nn.sigmoid(a_f) * c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
+        if peepholes:
+            a_o = a_o + params["p_o"] * c
+        h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
+        return LSTMState(h=h, c=c)
+
+    return make_cell("lstm", init, _lstm_state(H), affine_input, recur, lambda s: s.h)
+
+
+def lstm1997(
+    hidden_size: int,
+    block_size: int = 1,
+    *,
+    input_gate_bias=0.0,
+    cell_input_activation="tanh",
+    cell_output_activation="tanh",
+    kernel_init="lecun_normal",
+    recurrent_init="orthogonal",
+    bias_init="zeros",
+) -> Cell:
+    """The original LSTM (Hochreiter & Schmidhuber 1997; seed 002): no forget gate, memory blocks.
+
+    The ``H`` memory cells are grouped in ``n = H / block_size`` blocks; the cells of a block share
+    one input gate and one output gate. With ``y = h`` the cell outputs::
+
+        a_z = x_t @ W_z + y_{t-1} @ R_z + b_z          z = g(a_z)            (H,)
+        a_in = x_t @ W_in + y_{t-1} @ R_in + b_in      i = sigma(a_in)       (n,) one per block
+        a_out = x_t @ W_out + y_{t-1} @ R_out + b_out  o = sigma(a_out)      (n,)
+        c_t = c_{t-1} + z * i[block]                   (the constant error carousel: weight one)
+        h_t = h(c_t) * o[block]
+
+    Without a forget gate ``c_t`` can only accumulate: under a constant input stream it grows
+    linearly in ``t`` (the limitation seed 002 names, fixed by Gers et al.'s forget gate).
+
+    Params: ``W_xh (I, n + H + n)``, ``W_hh (H, n + H + n)``, ``b (n + H + n,)``, columns laid out
+    ``[input gates (n) | cell inputs z (H) | output gates (n)]``. The carry is
+    :class:`LSTMState` ``(h, c)``, the output ``h``.
+
+    Args:
+      hidden_size: number of memory cells ``H``; a multiple of ``block_size``.
+      block_size: cells per memory block (1: one gate pair per cell).
+      input_gate_bias: added to the input-gate biases at init, a scalar or one value per block
+        (Hochreiter & Schmidhuber use negative values such as -3, -6 so that blocks switch on in turn).
+      cell_input_activation, cell_output_activation: ``g`` and ``h`` (the paper's are sigmoids scaled
+        to [-2, 2] and [-1, 1]; tanh by default here).
+    """
+    hidden_size = positive_int(hidden_size, "lstm1997: hidden_size")
+    block_size = positive_int(block_size, "lstm1997: block_size")
+    if hidden_size % block_size:
+        raise ValueError(
+            f"lstm1997: hidden_size must be a multiple of block_size; got hidden_size="
+            f"{hidden_size}, block_size={block_size}"
+        )
+    H, n = hidden_size, hidden_size // block_size
+    gate_bias = np.broadcast_to(np.asarray(input_gate_bias, dtype=np.float64), (n,))
+    if np.ndim(input_gate_bias) > 1 or (np.ndim(input_gate_bias) == 1 and len(input_gate_bias) != n):
+        raise ValueError(
+            f"lstm1997: input_gate_bias must be a scalar or have one value per block ({n}); "
+            f"got shape {np.shape(input_gate_bias)}"
+        )
+    g = get_activation(cell_input_activation, "lstm1997: cell_input_activation")
+    h_act = get_activation(cell_output_activation, "lstm1997: cell_output_activation")
+    k_init, r_init, b_init = resolve_inits("lstm1997", kernel_init, recurrent_init, bias_init)
+    width = 2 * n + H
+
+    def init(key, input_size, dtype=jnp.float32):
+        n_in, dtype = check_init_args("lstm1997", input_size, dtype)
+        k_x, k_h, k_b = jax.random.split(key, 3)
+        b = b_init(k_b, (width,), dtype)
+        return {
+            "W_xh": k_init(k_x, (n_in, width), dtype),
+            "W_hh": r_init(k_h, (H, width), dtype),
+            "b": b.at[:n].add(jnp.asarray(gate_bias, dtype)),
+        }
+
+    def recur(params, state, px):
+        h, c = state
+        a = px + h @ params["W_hh"]
+        i = jnp.repeat(jax.nn.sigmoid(a[..., :n]), block_size, axis=-1)
+        z = g(a[..., n : n + H])
+        o = jnp.repeat(jax.nn.sigmoid(a[..., n + H :]), block_size, axis=-1)
+        c = c + i * z
+        return LSTMState(h=h_act(c) * o, c=c)
+
+    return make_cell("lstm1997", init, _lstm_state(H), affine_input, recur, lambda s: s.h)
