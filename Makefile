@@ -7,9 +7,8 @@ STAMP   := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
-export JAX_PLATFORMS ?= cpu
 
-.PHONY: test lint format install clean
+.PHONY: test demo lint format install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,8 +20,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The suite checks float32 results to tight tolerances: run it on the CPU (set JAX_PLATFORMS to override).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto -q tests
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pytest -n auto -q tests
+
+demo: $(STAMP)
+	$(BIN)/python -m experiments.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check jaxrnn tests experiments

@@ -63,7 +63,13 @@ def _check_xs(cell: Cell, params, xs, time_axis, fn: str):
         raise TypeError(f"{fn}: xs must be a real-valued array; got dtype {xs.dtype}")
     axis = _normalise_axis(time_axis, xs.ndim, fn)
     xs = jnp.moveaxis(xs, axis, 0) if axis else xs
-    n_in = cell.input_size(params)
+    try:
+        n_in = cell.input_size(params)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise TypeError(
+            f"{fn}: params do not look like {cell.name}'s parameters (make them with "
+            f"cell.init(key, input_size)); reading the input size failed with {e!r}"
+        ) from None
     if xs.shape[-1] != n_in:
         want = f"(T, *batch, {n_in})" if axis == 0 else f"time on axis {axis}, features {n_in}"
         raise ValueError(
@@ -278,11 +284,16 @@ def unroll(
         resets = _check_resets(resets, xs.shape, axis, fn)
         if reverse:  # segment starts at t mean a reset after step t in backward time
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+            if lengths is not None:  # a reset at t = lengths[b] is padding: it must not drop the carry
+                t_next = jnp.arange(1, T + 1).reshape((T,) + (1,) * len(batch_shape))
+                resets = resets & (t_next < lengths)
 
     seq = {"x": cell.project(params, xs), "t": jnp.arange(T)}
     if resets is not None:
         seq["reset"] = resets
     padded = remat is True and T > 1  # remat segments may pad the time axis with no-op steps
+    if padded:  # zero-padded to False on those steps (a zero-padded "t" would read as a valid step 0)
+        seq["live"] = jnp.ones((T,), jnp.bool_)
 
     def body(s, inp):
         s_in = _where(inp["reset"], s0, s) if "reset" in inp else s
@@ -292,7 +303,7 @@ def unroll(
         if lengths is not None:
             valid = inp["t"] < lengths
         if padded:
-            valid = inp["t"] < T if valid is None else valid & (inp["t"] < T)
+            valid = inp["live"] if valid is None else valid & inp["live"]
         y = cell.output(new)
         if valid is None:
             return new, y
