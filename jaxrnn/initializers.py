@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from jax.nn import initializers as _jinit
 
 __all__ = [
-    "Initializer",
     "constant",
     "get",
     "glorot_normal",
@@ -70,6 +69,7 @@ def _square(name: str, shape) -> int:
 def normal(std: float = 0.01) -> Initializer:
     """``N(0, std^2)``; the argument is the standard deviation, as in Pascanu et al.'s code.
 
+    Any shape, e.g. ``(I, H)`` for ``W_xh`` or ``(H, H)`` for ``W_hh``.
     Pascanu et al. 2013 (section 4.1.1): "sigmoid" init ``std = 0.01``, "basic tanh" ``std = 0.1``.
     """
 
@@ -80,7 +80,8 @@ def normal(std: float = 0.01) -> Initializer:
 
 
 def uniform(scale: float) -> Initializer:
-    """``U(-scale, scale)`` (note: ``jax.nn.initializers.uniform`` is ``U(0, scale)``)."""
+    """``U(-scale, scale)`` for any shape, e.g. ``(I, H)`` (``jax.nn.initializers.uniform`` is
+    ``U(0, scale)``)."""
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -scale, scale)
@@ -96,7 +97,7 @@ def torch_uniform(hidden_size: int) -> Initializer:
 
 
 def identity(gain: float = 1.0) -> Initializer:
-    """``W = gain * I`` for a square recurrent matrix (IRNN, Le et al. 2015).
+    """``W = gain * I`` for a square recurrent matrix ``(N, N)`` (IRNN, Le et al. 2015).
 
     With a ReLU unit and zero bias the recurrence then starts as ``h_t = relu(h_{t-1} + W_xh x_t)``:
     the state is copied forward and the Jacobian ``dh_t/dh_{t-1}`` is the identity on active units.
@@ -137,8 +138,8 @@ def sparse(
 ) -> Initializer:
     """Pascanu et al. 2013 "smart tanh" recurrent init: sparse, rescaled to a spectral radius.
 
-    Draw ``W ~ N(0, std^2)``, keep ``n_nonzero`` random entries per unit and zero the rest, then
-    ``W <- spectral_radius * W / max|eig(W)|``.
+    For a square ``(N, N)`` recurrent matrix: draw ``W ~ N(0, std^2)``, keep ``n_nonzero`` random
+    entries per unit and zero the rest, then ``W <- spectral_radius * W / max|eig(W)|``.
 
     Args:
       n_nonzero: non-zero connections kept per unit (15 in the paper).
@@ -191,6 +192,7 @@ _BY_NAME = {
 def get(init, what: str = "init") -> Initializer:
     """Resolve an initialiser given as a callable or by name (``"orthogonal"``, ``"identity"``, ...).
 
+    The result is called as ``init(key, shape, dtype)``, e.g. ``shape = (H, H)`` for ``W_hh``.
     Named initialisers are built with their default arguments. ``what`` names the argument in the
     error message.
     """

@@ -352,7 +352,8 @@ def layer(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat=False) ->
 
     ``layer(cell).apply(params, xs, carry, lengths=..., resets=...)`` is
     ``unroll(cell, params, xs, carry, lengths=..., resets=..., reverse=reverse, unroll=unroll,
-    remat=remat)``; params and carry are the cell's. ``key`` is accepted and unused.
+    remat=remat)``: ``xs (T, *batch, I) -> ys (T, *batch, H)``; params and carry are the cell's.
+    ``key`` is accepted and unused.
     """
     cell = _check_cell(cell, "layer")
 
@@ -402,8 +403,8 @@ def bidirectional(forward: Cell, backward: Cell | None = None, *, unroll: int = 
       unroll, remat: as for :func:`unroll`.
 
     Returns:
-      A :class:`Layer`; params ``{"forward": ..., "backward": ...}``, carry ``(fw, bw)``, output
-      size ``H_fw + H_bw``.
+      A :class:`Layer` mapping ``xs (T, *batch, I)`` to ``ys (T, *batch, H_fw + H_bw)``; params
+      ``{"forward": ..., "backward": ...}``, carry ``(fw, bw)``.
     """
     forward = _check_cell(forward, "bidirectional")
     backward = forward if backward is None else _check_cell(backward, "bidirectional")
@@ -466,8 +467,9 @@ def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
         feature, scaled by ``1/(1 - rate)``), applied only when ``apply`` gets a ``key``.
 
     Returns:
-      A :class:`Layer`; params and carry are tuples with one entry per layer; the final carry is the
-      tuple of the layers' final carries.
+      A :class:`Layer` mapping ``xs (T, *batch, I)`` to the last layer's ``ys (T, *batch, H_L)``;
+      params and carry are tuples with one entry per layer; the final carry is the tuple of the
+      layers' final carries.
     """
     if not layers:
         raise ValueError("stack: give at least one Cell or Layer")

@@ -162,7 +162,8 @@ def learned_initial_state(cell: Cell, init=inits.zeros) -> Cell:
     """Make ``s_0`` a parameter: a Cell -> Cell transform (seeds 000 and 001, "learned initial state").
 
     The returned cell's ``init`` adds ``params["initial_carry"]``, one unbatched copy of the carry
-    (a pytree shaped like ``cell.initial_carry(params, ())``, initialised by ``init``, zeros by
+    (e.g. ``(H,)`` for an Elman cell, ``LSTMState((H,), (H,))`` for an LSTM)
+    -- a pytree shaped like ``cell.initial_carry(params, ())``, initialised by ``init``, zeros by
     default). Its ``initial_carry(params, batch_shape)`` broadcasts that state to ``batch_shape``,
     so ``jax.grad`` of any loss w.r.t. ``params`` gives ``dL/ds_0`` summed over the batch. Everything
     else (``step``, ``output``, ...) is the wrapped cell's; resets in :func:`jaxrnn.unroll` go back to

@@ -83,6 +83,7 @@ def irnn(hidden_size: int, *, gain: float = 1.0, input_std: float = 0.001) -> Ce
 
     ``h_t = relu(x_t @ W_xh + h_{t-1} @ W_hh + b)``; input weights ``N(0, input_std^2)`` (0.001 in the
     Keras reproduction of the paper's pixel-MNIST run). Seeds 001, 003 and 004 ("identity-ReLU init").
+    Params ``W_xh (I, H)``, ``W_hh (H, H)``, ``b (H,)``; carry and output ``h (*batch, H)``.
     """
     return elman(
         hidden_size,
@@ -173,14 +174,14 @@ def accumulator(
     """Accumulators: memories without gates, the foil for the LSTM.
 
     ``kind="sum"`` -- the bag-of-words RNN of seed 004: ``s_t = s_{t-1} + x_t``, ``y_t = s_t``. No
-    parameters (``params == {}``); the input size must equal ``hidden_size``; the carry dtype is
-    ``dtype``. Order of the inputs does not matter.
+    parameters (``params == {}``); the input size must equal ``hidden_size``: ``x_t (*batch, H)``,
+    carry and output ``s (*batch, H)`` in ``dtype``. Order of the inputs does not matter.
 
     ``kind="naive"`` -- the "naive (not working) solution" of seed 000: a linear memory
     ``c_t = theta c_{t-1} + theta_g g_t``, read out as ``h_t = tanh(c_t)``. In jaxrnn's row convention
     ``c_t = c_{t-1} @ W_hh + x_t @ W_xh`` (``W_hh = theta^T``, ``W_xh = theta_g^T``); ``W_hh`` starts
-    as the identity, so the cell "just accumulates the input". The carry is ``c``, the output
-    ``tanh(c)``.
+    as the identity, so the cell "just accumulates the input". Params ``W_xh (I, H)``, ``W_hh (H, H)``;
+    the carry is ``c (*batch, H)``, the output ``tanh(c) (*batch, H)``.
     """
     hidden_size = positive_int(hidden_size, "accumulator: hidden_size")
     if kind == "sum":
