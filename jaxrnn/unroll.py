@@ -244,7 +244,7 @@ def unroll(
         the carry is reset to ``cell.initial_carry(params, batch_shape)`` -- the cell's ``s_0``, not the
         ``carry`` argument -- before that step. With ``reverse=True`` the segments are the same and
         each is run backwards from its last step: the carry is reset before step ``t - 1`` whenever
-        ``resets[t]``.
+        ``resets[t]``. Resets on padding steps (``t >= lengths[b]``) have no effect.
       reverse: run from the last step to the first (``ys`` stay aligned with ``xs``). With ``lengths``
         only each sequence's valid prefix is reversed: the backward pass starts at step
         ``lengths[b] - 1`` and the padding stays at the end, zero in ``ys``.
