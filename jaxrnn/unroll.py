@@ -151,6 +151,19 @@ def _check_resets(resets, xs_shape, axis: int, fn: str):
     return jnp.moveaxis(resets, axis, 0) if axis else resets
 
 
+def _check_probes(probes, carry, T: int, fn: str):
+    c_leaves, c_tree = jax.tree.flatten(carry)
+    p_leaves, p_tree = jax.tree.flatten(probes)
+    want = [(T, *jnp.shape(c)) for c in c_leaves]
+    got = [tuple(jnp.shape(p)) for p in p_leaves]
+    if p_tree != c_tree or want != got:
+        raise ValueError(
+            f"{fn}: probes must be a pytree like the carry with a leading time axis, leaf shapes "
+            f"{want} ({c_tree}); got {got} ({p_tree})"
+        )
+    return probes
+
+
 # --------------------------------------------------------------------------------------------------
 # the scan
 
@@ -204,6 +217,7 @@ def unroll(
     time_axis: int = 0,
     unroll: int = 1,
     remat: bool | Callable = False,
+    probes=None,
 ):
     """Run ``cell`` over a sequence with one ``jax.lax.scan``: ``(final_carry, ys)``.
 
@@ -216,7 +230,7 @@ def unroll(
             ys = []
             for t in range(len(xs)):
                 s_in = where(resets[t], s0, s) if resets is not None else s
-                s_new = cell.step(params, s_in, xs[t])
+                s_new = cell.step(params, s_in, xs[t])   # (+ probes[t] if given)
                 valid = t < lengths if lengths is not None else True
                 s = where(valid, s_new, s)                # past its length, a sequence stands still
                 ys.append(where(valid, cell.output(s_new), 0))
@@ -253,6 +267,11 @@ def unroll(
       remat: ``False``; ``True`` to checkpoint in ``sqrt(T)`` segments (BPTT memory ``O(sqrt(T))``
         carries instead of ``O(T)`` step residuals, for one extra forward pass); or a
         ``jax.checkpoint_policies`` policy to recompute each step saving only what the policy allows.
+      probes: ``None``, or a pytree like the carry with a leading time axis, leaves
+        ``(T, *batch, ...)`` (time first whatever ``time_axis`` is), added to the state after each
+        step: ``s_t = cell.step(params, s_{t-1}, x_t) + e_t``. With zeros nothing changes, and
+        ``jax.grad`` with respect to the probes returns ``dL/ds_t`` for every ``t`` -- the errors that
+        BPTT propagates back in time (zero on padding steps).
 
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
@@ -289,6 +308,8 @@ def unroll(
                 resets = resets & (t_next < lengths)
 
     seq = {"x": cell.project(params, xs), "t": jnp.arange(T)}
+    if probes is not None:
+        seq["probe"] = _check_probes(probes, carry, T, fn)
     if resets is not None:
         seq["reset"] = resets
     padded = remat is True and T > 1  # remat segments may pad the time axis with no-op steps
@@ -299,6 +320,8 @@ def unroll(
         s_in = _where(inp["reset"], s0, s) if "reset" in inp else s
         new = cell.recur(params, s_in, inp["x"])
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, s)  # keep the carry's dtype
+        if "probe" in inp:
+            new = jax.tree.map(jnp.add, new, inp["probe"])
         valid = None
         if lengths is not None:
             valid = inp["t"] < lengths

@@ -848,3 +848,53 @@ def test_remat_long_sequence_gradients():
     chex.assert_trees_all_close(aux, want_aux, **TOL)
     chex.assert_trees_all_close(grads, want_grads, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(grads[1])[200:, 1], 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# probes: dL/ds_t from the ordinary jax.grad
+
+
+def test_probes_give_the_backpropagated_errors_of_bptt():
+    """grad w.r.t. zero probes == dL/ds_t computed by brute force: perturb s_t, rerun the tail."""
+    cell = jr.elman(3)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(7))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), cell.init(k1, 2))
+    xs = jax.random.normal(k2, (5, 2, 2), jnp.float64)
+    lengths = jnp.array([5, 3])
+
+    def loss(probes):
+        _, ys = jr.unroll(cell, params, xs, lengths=lengths, probes=probes)
+        return jnp.sum(jnp.sin(ys))
+
+    zeros = jnp.zeros((5, 2, 3), jnp.float64)
+    g = jax.grad(loss)(zeros)
+    no_probes = jnp.sum(jnp.sin(jr.unroll(cell, params, xs, lengths=lengths)[1]))
+    np.testing.assert_allclose(loss(zeros), no_probes)  # zero probes change nothing
+
+    def brute(t):  # loss as a function of s_t alone (python loop from step t+1 on)
+        def f(s_t):
+            total, s = 0.0, None
+            h = jnp.zeros((2, 3), jnp.float64)
+            for u in range(5):
+                valid = (u < lengths)[:, None]
+                new = cell.step(params, h, xs[u]) if u != t else s_t
+                h = jnp.where(valid, new, h)
+                total = total + jnp.sum(jnp.where(valid, jnp.sin(new), 0.0))
+            return total
+
+        h = jnp.zeros((2, 3), jnp.float64)
+        for u in range(t + 1):
+            h = cell.step(params, h, xs[u])
+        return jax.grad(f)(h)
+
+    for t in range(5):
+        want = np.array(brute(t))
+        want[np.asarray(t >= lengths)] = 0.0  # padding steps receive no error
+        np.testing.assert_allclose(g[t], want, atol=1e-12)
+
+
+def test_probes_bad_shape():
+    cell = jr.elman(3)
+    params = cell.init(jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match="probes"):
+        jr.unroll(cell, params, jnp.zeros((5, 2, 2), jnp.float32), probes=jnp.zeros((5, 3)))
