@@ -873,7 +873,7 @@ def test_probes_give_the_backpropagated_errors_of_bptt():
 
     def brute(t):  # loss as a function of s_t alone (python loop from step t+1 on)
         def f(s_t):
-            total, s = 0.0, None
+            total = 0.0
             h = jnp.zeros((2, 3), jnp.float64)
             for u in range(5):
                 valid = (u < lengths)[:, None]
