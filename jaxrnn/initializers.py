@@ -20,7 +20,7 @@ Besides the standard Glorot/He/LeCun/orthogonal initialisers (re-exported from
 
 from __future__ import annotations
 
-import operator
+import numbers
 from collections.abc import Callable
 
 import jax
@@ -91,7 +91,9 @@ def uniform(scale: float) -> Initializer:
 
 def torch_uniform(hidden_size: int) -> Initializer:
     """PyTorch's RNN/LSTM/GRU init: every weight and bias ``~ U(-1/sqrt(H), 1/sqrt(H))``."""
-    if operator.index(hidden_size) <= 0:
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, numbers.Integral):
+        raise TypeError(f"torch_uniform: hidden_size must be a positive int; got {hidden_size!r}")
+    if hidden_size <= 0:
         raise ValueError(f"torch_uniform: hidden_size must be a positive int; got {hidden_size}")
     return uniform(1.0 / float(hidden_size) ** 0.5)
 

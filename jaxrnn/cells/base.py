@@ -81,6 +81,8 @@ def activation(fn, what: str) -> Callable[[jax.Array], jax.Array]:
 def positive_int(value, what: str) -> int:
     """``value`` as an int > 0, or a clear error naming ``what``."""
     try:
+        if isinstance(value, bool):
+            raise TypeError
         n = operator.index(value)
     except TypeError:
         raise TypeError(f"{what} must be a positive int; got {value!r}") from None

@@ -136,12 +136,12 @@ def lstm1997(
             f"{hidden_size}, block_size={block_size}"
         )
     H, n = hidden_size, hidden_size // block_size
-    gate_bias = np.broadcast_to(np.asarray(input_gate_bias, dtype=np.float64), (n,))
     if np.ndim(input_gate_bias) > 1 or (np.ndim(input_gate_bias) == 1 and len(input_gate_bias) != n):
         raise ValueError(
             f"lstm1997: input_gate_bias must be a scalar or have one value per block ({n}); "
             f"got shape {np.shape(input_gate_bias)}"
         )
+    gate_bias = np.broadcast_to(np.asarray(input_gate_bias, dtype=np.float64), (n,))
     g = get_activation(cell_input_activation, "lstm1997: cell_input_activation")
     h_act = get_activation(cell_output_activation, "lstm1997: cell_output_activation")
     k_init, r_init, b_init = resolve_inits("lstm1997", kernel_init, recurrent_init, bias_init)

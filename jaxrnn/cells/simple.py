@@ -189,7 +189,13 @@ def accumulator(
 
         def init(key, input_size, dtype=carry_dtype):
             del key
-            n_in, _ = check_init_args("accumulator", input_size, dtype)
+            n_in, dtype = check_init_args("accumulator", input_size, dtype)
+            if dtype != carry_dtype:
+                raise TypeError(
+                    f"accumulator(kind='sum').init: this cell has no parameters, so its carry dtype is "
+                    f"the factory's dtype={carry_dtype}; got init dtype={dtype}. Make the cell with "
+                    f"jr.accumulator({hidden_size}, dtype=...) instead"
+                )
             if n_in != hidden_size:
                 raise ValueError(
                     f"accumulator(kind='sum').init: input_size must equal hidden_size="
