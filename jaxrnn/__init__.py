@@ -3,7 +3,8 @@
 Every recurrent cell of the classic RNN literature as a pure step function
 (:class:`~jaxrnn.Cell`), unrolled by one ``jax.lax.scan`` (:func:`~jaxrnn.unroll`), with sequence
 layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), initialisers
-(:mod:`jaxrnn.initializers`) and weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`).
+(:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`) and
+spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
 
     import jaxrnn as jr
     cell = jr.lstm(128)
@@ -11,7 +12,7 @@ layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), initialisers
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, initializers, interop
+from jaxrnn import cells, diagnostics, initializers, interop
 from jaxrnn.cells import (
     Cell,
     LSTMState,
@@ -27,6 +28,15 @@ from jaxrnn.cells import (
     mrnn,
     np_rnn,
 )
+from jaxrnn.diagnostics import (
+    gradient_bound,
+    jacobian_norms,
+    kaplan_yorke_dimension,
+    lyapunov_spectrum,
+    max_singular_value,
+    spectral_radius,
+    step_jacobians,
+)
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, unroll
 
 __version__ = "0.1.0"
@@ -39,18 +49,26 @@ __all__ = [
     "bidirectional",
     "cells",
     "ctrnn",
+    "diagnostics",
     "elman",
+    "gradient_bound",
     "gru",
     "initializers",
     "interop",
     "irnn",
+    "jacobian_norms",
+    "kaplan_yorke_dimension",
     "layer",
     "learned_initial_state",
     "lstm",
     "lstm1997",
+    "lyapunov_spectrum",
+    "max_singular_value",
     "mgu",
     "mrnn",
     "np_rnn",
+    "spectral_radius",
     "stack",
+    "step_jacobians",
     "unroll",
 ]

@@ -13,19 +13,27 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "bidirectional",
     "cells",
     "ctrnn",
+    "diagnostics",
     "elman",
+    "gradient_bound",
     "gru",
     "initializers",
     "interop",
     "irnn",
+    "jacobian_norms",
+    "kaplan_yorke_dimension",
     "layer",
     "learned_initial_state",
     "lstm",
     "lstm1997",
+    "lyapunov_spectrum",
+    "max_singular_value",
     "mgu",
     "mrnn",
     "np_rnn",
+    "spectral_radius",
     "stack",
+    "step_jacobians",
     "unroll",
 }
 
@@ -40,7 +48,7 @@ def test_all_is_the_contract():
 
 
 def _public_functions():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells):
+    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics):
         for name in mod.__all__:
             obj = getattr(mod, name)
             if not inspect.ismodule(obj):
@@ -64,6 +72,6 @@ def test_every_public_name_has_a_docstring_with_shapes():
 
 
 def test_modules_have_docstrings():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.unroll.__module__):
+    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.unroll.__module__):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])
         assert inspect.getdoc(mod), mod.__name__

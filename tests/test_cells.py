@@ -934,3 +934,22 @@ def test_init_rejects_bad_dtype_and_input_size(name, key):
         cell.init(key, 0)
     with pytest.raises(TypeError, match="input_size"):
         cell.init(key, 2.5)
+
+
+def test_hparams_record_the_factory_arguments_and_cells_are_static_jit_arguments(key):
+    assert dict(jr.ctrnn(4, 0.25, activation="relu").hparams) == {
+        "family": "ctrnn",
+        "activation": "relu",
+        "alpha": 0.25,
+    }
+    assert jr.irnn(4).hparams["family"] == "elman" and jr.irnn(4).hparams["activation"] == "relu"
+    assert jr.gru(4, reset_after=False).hparams["reset_after"] is False
+    assert jr.learned_initial_state(jr.lstm(4, forget_bias=2.0)).hparams["forget_bias"] == 2.0
+    with pytest.raises(TypeError):
+        jr.lstm(4).hparams["peepholes"] = True  # read-only
+    cell = jr.lstm(4)
+    params = cell.init(key, 3, dtype=jnp.float32)
+    xs = jnp.ones((2, 3), jnp.float32)
+    run = jax.jit(lambda c, p, x: jr.unroll(c, p, x)[1], static_argnums=0)
+    np.testing.assert_allclose(run(cell, params, xs), jr.unroll(cell, params, xs)[1], rtol=1e-6)
+    assert hash(cell) == hash(cell)

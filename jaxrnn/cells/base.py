@@ -9,7 +9,7 @@ Jacobian ``ds_t/ds_{t-1}`` is simply ``jax.jacobian(cell.step, argnums=1)``.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -21,6 +21,31 @@ __all__ = ["Cell", "LSTMState", "learned_initial_state"]
 
 Params = Any
 Carry = Any
+
+
+class HParams(Mapping):
+    """A read-only, hashable mapping of a cell's hyper-parameters (so a Cell can be a static
+    argument of ``jax.jit``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items=()):
+        self._items = dict(items)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __hash__(self):
+        return hash(tuple(sorted(self._items.items(), key=lambda kv: kv[0])))
+
+    def __repr__(self):
+        return f"HParams({self._items!r})"
 
 
 class Cell(NamedTuple):
@@ -40,6 +65,9 @@ class Cell(NamedTuple):
       steps as one matrix product before the scan and the hot loop only does ``h @ W_hh``.
     * ``input_size(params) -> int``: the input feature size the parameters expect.
     * ``name``: for error messages.
+    * ``hparams``: the hyper-parameters the factory closed over that transforms and diagnostics
+      need to know, read-only (e.g. ``{"family": "ctrnn", "activation": "tanh", "alpha": 0.1}``);
+      ``family`` names the equations (``irnn`` and ``np_rnn`` are of family ``elman``).
     """
 
     init: Callable[..., Params]
@@ -50,6 +78,7 @@ class Cell(NamedTuple):
     recur: Callable[[Params, Carry, Any], Carry]
     input_size: Callable[[Params], int]
     name: str = "cell"
+    hparams: HParams = HParams()
 
 
 class LSTMState(NamedTuple):
@@ -137,8 +166,11 @@ def make_cell(
     recur: Callable,
     output: Callable,
     input_size: Callable | None = None,
+    **hparams,
 ) -> Cell:
-    """Build a :class:`Cell` whose ``step`` is ``recur(project(x))`` (so the two never disagree)."""
+    """Build a :class:`Cell` whose ``step`` is ``recur(project(x))`` (so the two never disagree).
+
+    ``hparams`` become the cell's read-only ``hparams``, with ``family=name``."""
 
     def step(params, carry, x):
         return recur(params, carry, project(params, x))
@@ -148,7 +180,8 @@ def make_cell(
         def input_size(params):
             return params["W_xh"].shape[0]
 
-    return Cell(init, initial_carry, step, output, project, recur, input_size, name)
+    hparams = HParams({"family": name, **hparams})
+    return Cell(init, initial_carry, step, output, project, recur, input_size, name, hparams)
 
 
 def resolve_inits(name: str, kernel_init, recurrent_init, bias_init):

@@ -93,6 +93,7 @@ def gru(
         affine_input,
         recur,
         lambda h: h,
+        reset_after=reset_after,
     )
 
 

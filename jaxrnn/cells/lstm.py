@@ -88,7 +88,16 @@ def lstm(
         h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
         return LSTMState(h=h, c=c)
 
-    return make_cell("lstm", init, _lstm_state(H), affine_input, recur, lambda s: s.h)
+    return make_cell(
+        "lstm",
+        init,
+        _lstm_state(H),
+        affine_input,
+        recur,
+        lambda s: s.h,
+        forget_bias=forget_bias,
+        peepholes=peepholes,
+    )
 
 
 def lstm1997(
@@ -166,4 +175,14 @@ def lstm1997(
         c = c + i * z
         return LSTMState(h=h_act(c) * o, c=c)
 
-    return make_cell("lstm1997", init, _lstm_state(H), affine_input, recur, lambda s: s.h)
+    return make_cell(
+        "lstm1997",
+        init,
+        _lstm_state(H),
+        affine_input,
+        recur,
+        lambda s: s.h,
+        block_size=block_size,
+        cell_input_activation=cell_input_activation,
+        cell_output_activation=cell_output_activation,
+    )

@@ -75,4 +75,6 @@ def mrnn(
         project,
         recur,
         lambda h: h,
+        factor_size=F,
+        activation=activation,
     )

@@ -75,6 +75,7 @@ def elman(
         affine_input,
         recur,
         lambda h: h,
+        activation=activation,
     )
 
 
@@ -160,6 +161,8 @@ def ctrnn(
         affine_input,
         recur,
         f,
+        activation=activation,
+        alpha=alpha,
     )
 
 
@@ -211,6 +214,7 @@ def accumulator(
             lambda params, s, px: s + px,
             lambda s: s,
             input_size=lambda params: hidden_size,
+            kind="sum",
         )
     if kind == "naive":
         k_init, r_init, b_init = resolve_inits("accumulator", kernel_init, recurrent_init, "zeros")
@@ -227,5 +231,6 @@ def accumulator(
             lambda params, x: x @ params["W_xh"],
             lambda params, c, px: c @ params["W_hh"] + px,
             jnp.tanh,
+            kind="naive",
         )
     raise ValueError(f"accumulator: kind must be 'sum' or 'naive'; got {kind!r}")
