@@ -12,7 +12,7 @@ spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, diagnostics, initializers, interop
+from jaxrnn import cells, diagnostics, initializers, interop, truncation
 from jaxrnn.cells import (
     Cell,
     LSTMState,
@@ -37,6 +37,7 @@ from jaxrnn.diagnostics import (
     spectral_radius,
     step_jacobians,
 )
+from jaxrnn.truncation import truncate
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, unroll
 
 __version__ = "0.1.0"
@@ -70,5 +71,7 @@ __all__ = [
     "spectral_radius",
     "stack",
     "step_jacobians",
+    "truncate",
+    "truncation",
     "unroll",
 ]

@@ -34,6 +34,8 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "spectral_radius",
     "stack",
     "step_jacobians",
+    "truncate",
+    "truncation",
     "unroll",
 }
 
@@ -48,7 +50,7 @@ def test_all_is_the_contract():
 
 
 def _public_functions():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics):
+    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.truncation):
         for name in mod.__all__:
             obj = getattr(mod, name)
             if not inspect.ismodule(obj):
