@@ -30,6 +30,7 @@ from jaxrnn.cells import (
 )
 from jaxrnn.diagnostics import (
     gradient_bound,
+    gradient_flow,
     jacobian_norms,
     kaplan_yorke_dimension,
     lyapunov_spectrum,
@@ -38,7 +39,7 @@ from jaxrnn.diagnostics import (
     step_jacobians,
 )
 from jaxrnn.truncation import truncate
-from jaxrnn.unroll import Layer, bidirectional, layer, stack, unroll
+from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, unroll
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "diagnostics",
     "elman",
     "gradient_bound",
+    "gradient_flow",
     "gru",
     "initializers",
     "interop",
@@ -70,6 +72,7 @@ __all__ = [
     "np_rnn",
     "spectral_radius",
     "stack",
+    "state_gradients",
     "step_jacobians",
     "truncate",
     "truncation",

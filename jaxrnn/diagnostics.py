@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxrnn.unroll import _check_carry, _check_cell, _check_xs
+from jaxrnn.unroll import _check_carry, _check_cell, _check_xs, state_gradients
 
 __all__ = [
     "gradient_bound",
+    "gradient_flow",
     "jacobian_norms",
     "kaplan_yorke_dimension",
     "lyapunov_spectrum",
@@ -640,3 +641,42 @@ def kaplan_yorke_dimension(exponents) -> jax.Array:
     next_ = jnp.abs(lam[jnp.clip(j, 0, n - 1)])  # > 0 whenever 0 < j < n
     D = j.astype(lam.dtype) + S_j / jnp.where(next_ > 0, next_, jnp.ones_like(next_))
     return jnp.where(j == 0, jnp.zeros_like(D), jnp.where(j == n, jnp.full_like(D, n), D))
+
+
+# --------------------------------------------------------------------------------------------------
+# gradient flow
+
+
+def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean", **unroll_kwargs):
+    """The vanishing-gradient curve ``||dL/ds_k||`` against ``k`` (seeds 000, 001, 003).
+
+    ``dL/ds_k`` is the total derivative of the loss with respect to the state after step ``k`` (the
+    error BPTT carries back), from :func:`~jaxrnn.unroll.state_gradients` (zero probes and the
+    ordinary ``jax.grad``). The norm is the Euclidean norm over the whole carry (for an LSTM both
+    ``h`` and ``c``). For a loss at the last step only, the curve decays like ``||ds_T/ds_k||``
+    when gradients vanish and grows when they explode. In plain Python::
+
+        g = state_gradients(cell, params, xs, loss_fn)[2]                  # leaves (T, *batch, ...)
+        norms = [sqrt(sum(sum(leaf[k] ** 2 over features) for leaf in g)) for k in range(T)]
+        curve = mean(norms, over batch) if reduce == "mean" else norms
+
+    Args:
+      cell, params, xs, carry: as for :func:`~jaxrnn.unroll` (``xs (T, *batch, I)``).
+      loss_fn: ``ys (T, *batch, H) -> scalar``.
+      reduce: ``"mean"`` over the batch dims, giving ``(T,)``, or ``"none"``, giving ``(T, *batch)``.
+      **unroll_kwargs: ``lengths`` (padding steps give 0), ``resets``, ``reverse``, ``time_axis``, ...
+
+    Returns:
+      ``(T,)`` or ``(T, *batch)`` norms, in the carry's dtype; jit-safe.
+    """
+    fn = "gradient_flow"
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"{fn}: reduce must be 'mean' or 'none'; got {reduce!r}")
+    cell = _check_cell(cell, fn)
+    xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
+    n_batch = xs_t.ndim - 2
+    _, _, g = state_gradients(cell, params, xs, loss_fn, carry, **unroll_kwargs)
+    leaves = [leaf for leaf in jax.tree.leaves(g) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    sq = sum(jnp.sum(leaf.reshape(leaf.shape[: 1 + n_batch] + (-1,)) ** 2, axis=-1) for leaf in leaves)
+    norms = jnp.sqrt(sq)
+    return jnp.mean(norms, axis=tuple(range(1, 1 + n_batch))) if reduce == "mean" else norms

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxrnn.cells.base import Cell
 
-__all__ = ["Layer", "bidirectional", "layer", "stack", "unroll"]
+__all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "unroll"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +126,8 @@ def _check_lengths(lengths, T: int, batch_shape, fn: str):
             f"got {tuple(lengths.shape)}"
         )
     if _is_concrete(lengths):
-        lo, hi = (int(np.min(lengths)), int(np.max(lengths))) if np.size(lengths) else (0, 0)
+        values = np.asarray(lengths)  # host values: no jax ops, so it also works inside a trace
+        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if lo < 0 or hi > T:
             raise ValueError(f"{fn}: lengths must be in [0, T={T}]; got values in [{lo}, {hi}]")
     return jnp.asarray(lengths)
@@ -338,6 +339,59 @@ def unroll(
 
 
 _unroll = unroll  # for functions below whose `unroll` argument shadows the name
+
+
+def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs):
+    """``dL/ds_t`` for every step from the ordinary ``jax.grad``: ``(loss, ys, dL_ds)``.
+
+    Zero probes ``e_t`` are added to the state after each step (``probes=`` of :func:`unroll`), so
+    ``dL/de_t = dL/ds_t``: the total derivative of the loss with respect to the state at step ``t``,
+    through the output at ``t`` and every later step -- the error that BPTT propagates back in time
+    (DESIGN section 4). No custom differentiation rules. In plain Python::
+
+        s, ys = carry, []
+        for t in range(T):
+            s = cell.step(params, s, xs[t]) + e[t]          # e = 0
+            ys.append(cell.output(s))
+        loss = loss_fn(stack(ys))
+        dL_ds = jax.grad(lambda e: loss_fn(...))(zeros)   # dL_ds[t] = dL/ds_t
+
+    Args:
+      cell, params, xs, carry: as for :func:`unroll`.
+      loss_fn: ``ys (T, *batch, H) -> scalar`` (e.g. a mean squared error of a readout).
+      **unroll_kwargs: ``lengths``, ``resets``, ``reverse``, ``time_axis``, ``unroll``, ``remat``.
+        On padding steps (``t >= lengths``) the error is exactly zero.
+
+    Returns:
+      ``(loss, ys, dL_ds)``: the scalar loss, the outputs ``ys`` of :func:`unroll`, and a pytree like
+      the carry with a leading time axis, leaves ``(T, *batch, ...)`` (time first whatever
+      ``time_axis`` is).
+
+    Raises:
+      TypeError if ``loss_fn`` is not callable or does not return a scalar; everything
+      :func:`unroll` raises.
+    """
+    fn = "state_gradients"
+    if not callable(loss_fn):
+        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar; got {type(loss_fn).__name__}")
+    cell = _check_cell(cell, fn)
+    xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
+    T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
+    start = cell.initial_carry(params, batch_shape) if carry is None else carry
+    zeros = jax.tree.map(lambda c: jnp.zeros((T, *jnp.shape(c)), jnp.result_type(c)), start)
+
+    def loss_of_probes(probes):
+        _, ys = _unroll(cell, params, xs, carry, probes=probes, **unroll_kwargs)
+        return loss_fn(ys), ys
+
+    out = jax.eval_shape(loss_of_probes, zeros)[0]
+    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.inexact)):
+        raise TypeError(
+            f"{fn}: loss_fn must return a real scalar; got "
+            f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}"
+        )
+    (loss, ys), dL_ds = jax.value_and_grad(loss_of_probes, has_aux=True)(zeros)
+    return loss, ys, dL_ds
 
 
 # --------------------------------------------------------------------------------------------------
