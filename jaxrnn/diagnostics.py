@@ -668,6 +668,10 @@ def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean"
 
     Returns:
       ``(T,)`` or ``(T, *batch)`` norms, in the carry's dtype; jit-safe.
+
+    Raises:
+      ValueError for an unknown ``reduce``; what :func:`~jaxrnn.unroll.state_gradients` raises (a
+      ``loss_fn`` that does not return a scalar, bad ``xs``, ``lengths``, ...).
     """
     fn = "gradient_flow"
     if reduce not in ("mean", "none"):

@@ -414,6 +414,7 @@ def test_all_is_documented():
         "spectral_radius",
         "max_singular_value",
         "gradient_bound",
+        "gradient_flow",
         "step_jacobians",
         "jacobian_norms",
         "lyapunov_spectrum",
