@@ -3,7 +3,8 @@
 Every recurrent cell of the classic RNN literature as a pure step function
 (:class:`~jaxrnn.Cell`), unrolled by one ``jax.lax.scan`` (:func:`~jaxrnn.unroll`), with sequence
 layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), initialisers
-(:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`) and
+(:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`),
+truncated BPTT (:mod:`jaxrnn.truncation`), Pascanu's regulariser (:mod:`jaxrnn.regularisers`) and
 spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
 
     import jaxrnn as jr
@@ -12,7 +13,7 @@ spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, diagnostics, initializers, interop, truncation
+from jaxrnn import cells, diagnostics, initializers, interop, regularisers, truncation
 from jaxrnn.cells import (
     Cell,
     LSTMState,
@@ -38,6 +39,7 @@ from jaxrnn.diagnostics import (
     spectral_radius,
     step_jacobians,
 )
+from jaxrnn.regularisers import pascanu
 from jaxrnn.truncation import truncate
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, unroll
 
@@ -70,6 +72,8 @@ __all__ = [
     "mgu",
     "mrnn",
     "np_rnn",
+    "pascanu",
+    "regularisers",
     "spectral_radius",
     "stack",
     "state_gradients",

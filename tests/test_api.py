@@ -32,6 +32,8 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "mgu",
     "mrnn",
     "np_rnn",
+    "pascanu",
+    "regularisers",
     "spectral_radius",
     "stack",
     "state_gradients",
@@ -52,7 +54,7 @@ def test_all_is_the_contract():
 
 
 def _public_functions():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.truncation):
+    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.truncation, jr.regularisers):
         for name in mod.__all__:
             obj = getattr(mod, name)
             if not inspect.ismodule(obj):
@@ -76,6 +78,15 @@ def test_every_public_name_has_a_docstring_with_shapes():
 
 
 def test_modules_have_docstrings():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.unroll.__module__):
+    for mod in (
+        jr,
+        jr.initializers,
+        jr.interop,
+        jr.cells,
+        jr.diagnostics,
+        jr.truncation,
+        jr.regularisers,
+        jr.unroll.__module__,
+    ):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])
         assert inspect.getdoc(mod), mod.__name__

@@ -1,0 +1,269 @@
+"""Regularisers of the recurrent dynamics: Pascanu, Mikolov and Bengio's vanishing-gradient term Omega.
+
+* :func:`pascanu` -- ``Omega``, the penalty that asks each step to preserve the norm of the
+  back-propagated error (Pascanu et al. 2013, eq. 9 and 10), as their code computes it.
+
+The back-propagated errors ``dE/ds_k`` come from the ordinary ``jax.grad``, taken with respect to zero
+probes added to the state after each step (:func:`jaxrnn.unroll`'s ``probes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells.base import Cell
+from jaxrnn.unroll import _check_carry, _check_cell, _check_lengths, _check_xs, _is_concrete, unroll
+
+__all__ = ["pascanu"]
+
+# Activations whose derivative the authors' code writes in terms of the post-activation h = f(a).
+_ELMAN_FPRIME: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": lambda h: 1 - h * h,
+    "sigmoid": lambda h: h * (1 - h),
+    "relu": lambda h: (h > 0).astype(h.dtype),
+    "identity": lambda h: jnp.ones_like(h),
+}
+
+
+def _is_exact_elman(cell: Cell, params) -> bool:
+    hp = cell.hparams
+    act = hp.get("activation") if hasattr(hp, "get") else None
+    return (
+        hp.get("family") == "elman"
+        and isinstance(act, str)
+        and act in _ELMAN_FPRIME
+        and isinstance(params, dict)
+        and "W_hh" in params
+    )
+
+
+def _flat(tree, lead: tuple[int, ...]) -> jax.Array:
+    """Leaves ``(*lead, *rest)`` -> one array ``(*lead, D)`` (per-example concatenation)."""
+    leaves = jax.tree.leaves(tree)
+    dtype = jnp.result_type(*leaves)
+    return jnp.concatenate([jnp.reshape(x, (*lead, -1)).astype(dtype) for x in leaves], axis=-1)
+
+
+def _unflat(vec: jax.Array, template, lead: tuple[int, ...]):
+    """Inverse of :func:`_flat` for a carry ``template`` with leaves ``(*batch, *rest)``."""
+    leaves, treedef = jax.tree.flatten(template)
+    n_batch = len(lead) - 1  # lead = (T, *batch)
+    out, i = [], 0
+    for leaf in leaves:
+        rest = tuple(leaf.shape[n_batch:])
+        n = math.prod(rest)
+        out.append(vec[..., i : i + n].reshape((*lead, *rest)).astype(leaf.dtype))
+        i += n
+    return jax.tree.unflatten(treedef, out)
+
+
+def pascanu(
+    cell: Cell,
+    params,
+    xs,
+    loss_fn: Callable[[jax.Array], jax.Array],
+    carry=None,
+    *,
+    lengths=None,
+    bound: float = 1e-20,
+    squared: bool = True,
+) -> jax.Array:
+    r"""Pascanu et al.'s vanishing-gradient regulariser ``Omega`` (eq. 9 and 10), as their code computes it.
+
+    Run the cell over ``xs`` (:func:`jaxrnn.unroll`), with states ``s_k`` after step ``k = 0 .. T-1``
+    and ``s_{-1}`` the initial ``carry``; let ``E = loss_fn(ys)`` and ``d_k = dE/ds_k`` the total
+    (back-propagated) error at step ``k``, flattened per example (for an LSTM ``s = (h, c)``, the
+    whole carry vector). With ``J_k = ds_k/ds_{k-1}`` (row-vector convention, so ``d_k J_k`` is the
+    error that step ``k`` passes back to ``s_{k-1}``)::
+
+        x_k = ||d_k J_k||^2          y_k = ||d_k||^2           (per example b)
+        r_k = x_k / y_k                                          (squared=True: the code, eq. 10)
+        r_k = sqrt(x_k) / sqrt(y_k)                              (squared=False: the paper's eq. 9)
+        valid_k = (k < lengths[b]) & (y_k >= bound) & (y_k > 0)
+        Omega = sum_{k, b} valid_k (r_k - 1)^2 / sum_{k, b} valid_k   (0 when nothing is valid)
+
+    i.e. ``sum_k mean_b(term_k) / sum_k mean_b(valid_k)``, the mean over the valid
+    ``(step, example)`` pairs. **Indexing**: every step ``k = 0 .. T-1`` gives one term, pairing
+    ``dE/ds_k`` with the Jacobian of the same step ``k`` with respect to the state before it (for
+    ``k = 0``, the initial carry). This is the code's ``d_ht[1:]`` (``dC/dh_1 .. dC/dh_T``, with ``h_0``
+    the initial state) together with ``f'(a_k)`` taken from the post-activation ``h_k`` of the same
+    step; the paper's ``dE/dx_{k+1} . dx_{k+1}/dx_k`` is the same sum shifted by one. Steps with a
+    tiny error (``||d_k||^2 < bound``, code default ``1e-20``) are skipped (their ``r`` is 1) and not
+    counted; so are padding steps (``k >= lengths[b]``, where ``d_k`` is exactly 0) and steps with
+    ``d_k = 0``, whatever ``bound`` is.
+
+    **Gradient** (paper eq. 10, "we consider that x_k and dE/dx_{k+1} [are] constant"): the errors
+    ``d_k``, the states and the inputs are held constant (``jax.lax.stop_gradient``), and only the
+    explicit dependence of ``d_k J_k`` on ``params`` is differentiated:
+
+    * Elman family (``elman``, ``irnn``, ``np_rnn``: ``cell.hparams["family"] == "elman"`` with a
+      named activation tanh / sigmoid / relu / identity) -- exactly the authors' code::
+
+          x_k = ||(d_k * f'(a_k)) @ W_hh^T||^2,   f'(a_k) from h_k = s_k, held constant:
+          tanh 1 - h^2, sigmoid h (1 - h), relu [h > 0], identity 1
+
+      so only ``W_hh`` receives a gradient; every other parameter gets exactly zero.
+    * Every other cell (LSTM, GRU, MGU, ctRNN, mRNN, an Elman cell with a callable activation, ...):
+      ``d_k J_k`` is the vector-Jacobian product of ``s -> cell.recur(params, s, cell.project(params,
+      x_k))`` at ``s_{k-1}`` with cotangent ``d_k`` (``jax.vjp``); with ``s_{k-1}``, ``x_k`` and ``d_k``
+      constant it is differentiated with respect to all of ``params`` (through the gates and
+      activations of step ``k`` too -- the natural generalisation of the "immediate derivative").
+
+    The value is the same on both paths (for the Elman family ``d_k J_k = (d_k * f'(a_k)) W_hh^T``).
+    ``Omega`` is returned as a value; add ``alpha * Omega`` to the loss (``alpha`` = 2 in the code, 4
+    in the paper's temporal-order runs) and clip the total gradient (the paper's footnote 4).
+
+    In plain Python (errors from BPTT, states from the unroll)::
+
+        def pascanu(cell, params, xs, loss_fn, carry=None, lengths=None, bound=1e-20, squared=True):
+            s = carry if carry is not None else cell.initial_carry(params, batch_shape)
+            num = den = 0.0
+            for k in range(T):
+                s_prev, s = s, cell.step(params, s, xs[k])          # (held after a sequence's length)
+                d = stop_gradient(dE_ds[k])                         # (*batch, D), 0 on padding
+                dJ = vjp(lambda u: cell.step(params, u, xs[k]), stop_gradient(s_prev))(d)
+                x, y = sum(dJ**2, -1), sum(d**2, -1)
+                valid = (k < lengths) & (y >= bound) & (y > 0)
+                r = x / y if squared else sqrt(x) / sqrt(y)
+                num += sum(where(valid, (r - 1)**2, 0.0))
+                den += sum(valid)
+            return num / den if den > 0 else 0.0
+
+    Args:
+      cell: a :class:`~jaxrnn.Cell`.
+      params: its parameters (``cell.init(key, input_size)``).
+      xs: ``(T, *batch, input_size)``, time first; any number of batch dims (also none).
+      loss_fn: ``ys (T, *batch, hidden) -> scalar``, the loss ``E`` whose errors Omega looks at (it sees
+        :func:`jaxrnn.unroll`'s ``ys``, zero on padding). Must return a real scalar.
+      carry: the initial state (default ``cell.initial_carry(params, batch_shape)``); held constant.
+      lengths: ``(*batch)`` integers in ``[0, T]``; steps past a sequence's length are excluded.
+      bound: ``>= 0``; steps with ``||dE/ds_k||^2 < bound`` are skipped (code default ``1e-20``).
+      squared: ``True`` for the ratio of squared norms (the authors' code, eq. 10); ``False`` for the
+        ratio of norms of eq. 9.
+
+    Returns:
+      ``Omega``, a scalar in the dtype of the errors; finite, with finite gradients, also when the
+      loss does not depend on the states at all (then ``Omega = 0``). Works under ``jax.jit`` and
+      ``jax.grad``.
+
+    Raises:
+      TypeError / ValueError before tracing: not a Cell, a wrong ``xs``, ``carry`` or ``lengths`` (as
+      :func:`jaxrnn.unroll`), a ``loss_fn`` that does not return a real scalar, ``bound < 0``.
+
+    References:
+      R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent neural networks",
+      ICML 2013, section 3.3, eq. (9) and (10); the authors' ``RNN.py`` (``tmp_x``, ``tmp_y``, ``bound``,
+      ``n_elems``).
+    """
+    fn = "pascanu"
+    cell = _check_cell(cell, fn)
+    if not callable(loss_fn):
+        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar loss; got {type(loss_fn).__name__}")
+    if _is_concrete(bound):
+        try:
+            b_val = float(bound)
+        except TypeError:
+            raise TypeError(f"{fn}: bound must be a real number >= 0; got {bound!r}") from None
+        if not b_val >= 0.0:
+            raise ValueError(f"{fn}: bound must be >= 0 (code default 1e-20); got {bound!r}")
+    if not isinstance(squared, bool):
+        raise TypeError(f"{fn}: squared must be a bool; got {squared!r}")
+    xs, _ = _check_xs(cell, params, xs, 0, fn)
+    T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
+    B = math.prod(batch_shape)
+    if carry is None:
+        carry = cell.initial_carry(params, batch_shape)
+    else:
+        carry = _check_carry(cell, params, carry, batch_shape, fn)
+    if lengths is not None:
+        lengths = _check_lengths(lengths, T, batch_shape, fn)
+
+    # loss_fn must map ys to a real scalar: checked on shapes only.
+    y_struct = jax.eval_shape(lambda p, c: cell.output(c), params, carry)
+    ys_struct = jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype)
+    out = jax.eval_shape(loss_fn, ys_struct)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        got = f"shape {tuple(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(
+            f"{fn}: loss_fn must return a scalar (e.g. a mean over time and batch) for ys of shape "
+            f"{tuple(ys_struct.shape)}; got {got}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{fn}: loss_fn must return a real floating scalar; got dtype {out.dtype}")
+
+    # valid steps (T, B); padding inputs are zeroed so that whatever is there cannot leak in.
+    t_idx = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
+    if lengths is not None:
+        step_valid = jnp.broadcast_to(t_idx < lengths, (T, *batch_shape))
+        xs = jnp.where(step_valid[..., None], xs, jnp.zeros_like(xs))
+    else:
+        step_valid = jnp.ones((T, *batch_shape), jnp.bool_)
+    step_valid = step_valid.reshape(T, B)
+
+    # ---- errors d_k = dE/ds_k and states s_k: constants (one forward + one backward pass) ----
+    sg = jax.lax.stop_gradient
+    p_c, xs_c, carry_c = sg(params), sg(xs), sg(carry)
+    n_out = math.prod(y_struct.shape[len(batch_shape) :])
+
+    def out_and_state(c):  # ys and the flattened state in one output row, so padding masks both
+        y = cell.output(c)
+        y2 = jnp.reshape(y, (*batch_shape, -1))
+        leaves = [jnp.reshape(x, (*batch_shape, -1)) for x in jax.tree.leaves(c)]
+        dtype = jnp.result_type(y2, *leaves)
+        return jnp.concatenate([y2.astype(dtype)] + [x.astype(dtype) for x in leaves], axis=-1)
+
+    aug = cell._replace(output=out_and_state)
+
+    def loss_of_probes(probes):
+        _, rows = unroll(aug, p_c, xs_c, carry_c, lengths=lengths, probes=probes)
+        ys = rows[..., :n_out].reshape(ys_struct.shape).astype(ys_struct.dtype)
+        return loss_fn(ys), rows[..., n_out:]
+
+    zeros = jax.tree.map(lambda c: jnp.zeros((T, *jnp.shape(c)), jnp.result_type(c)), carry_c)
+    errs, states_flat = jax.grad(loss_of_probes, has_aux=True)(zeros)
+    lead = (T, *batch_shape)
+    d = sg(_flat(errs, (T, B)))  # (T, B, D)
+    states = sg(_unflat(states_flat, carry_c, lead))  # s_0 .. s_{T-1}, pytree (T, *batch, ...)
+    y_k = jnp.sum(d * d, axis=-1)  # (T, B)
+
+    # ---- x_k = ||d_k J_k||^2, differentiable w.r.t. params only ----
+    if _is_exact_elman(cell, params):
+        h = _flat(states, (T, B))
+        fprime = sg(_ELMAN_FPRIME[cell.hparams["activation"]](h))
+        W = params["W_hh"]
+        dj = (d * fprime).astype(W.dtype) @ W.T
+    else:
+        s_prev = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]], axis=0), carry_c, states)
+        px = cell.project(params, xs_c)
+
+        def step_all(s):
+            def one(s1, p1):
+                new = cell.recur(params, s1, p1)
+                return jax.tree.map(lambda n, o: n.astype(o.dtype), new, s1)
+
+            return jax.vmap(one)(s, px)
+
+        _, pullback = jax.vjp(step_all, s_prev)
+        (dj_tree,) = pullback(_unflat(d.reshape(*lead, -1), carry_c, lead))
+        dj = _flat(dj_tree, (T, B))
+    x_k = jnp.sum(dj * dj, axis=-1).astype(y_k.dtype)
+
+    # ---- ratio, masks, normalisation (double-where: no 0/0 anywhere, even in the gradient) ----
+    valid = step_valid & (y_k >= bound) & (y_k > 0)
+    y_safe = jnp.where(valid, y_k, jnp.ones_like(y_k))
+    if squared:
+        r = x_k / y_safe
+    else:
+        pos = x_k > 0
+        nx = jnp.where(pos, jnp.sqrt(jnp.where(pos, x_k, jnp.ones_like(x_k))), jnp.zeros_like(x_k))
+        r = nx / jnp.sqrt(y_safe)
+    r = jnp.where(valid, r, jnp.ones_like(r))
+    term = jnp.where(valid, (r - 1) ** 2, jnp.zeros_like(r))
+    num = jnp.sum(jnp.mean(term, axis=1))
+    den = jnp.sum(jnp.mean(valid.astype(term.dtype), axis=1))
+    has = den > 0
+    return jnp.where(has, num / jnp.where(has, den, jnp.ones_like(den)), jnp.zeros_like(num))
