@@ -24,26 +24,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell
+from jaxrnn.cells.base import Cell, positive_int
 
 __all__ = ["TruncatedState", "every", "no_cuts", "random_lengths", "truncate"]
 
 
-def _positive(value, what: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be a positive int; got {value!r}") from None
-    if n <= 0:
-        raise ValueError(f"{what} must be a positive int; got {n}")
-    return n
-
-
 def no_cuts(length: int) -> jax.Array:
     """The schedule of full BPTT: ``(length,)`` all False."""
-    return jnp.zeros((_positive(length, "no_cuts: length"),), jnp.bool_)
+    return jnp.zeros((positive_int(length, "no_cuts: length"),), jnp.bool_)
 
 
 def every(k: int, length: int, offset: int = 0) -> jax.Array:
@@ -54,8 +42,8 @@ def every(k: int, length: int, offset: int = 0) -> jax.Array:
 
         cuts = [t >= 1 and (t - offset) % k == 0 for t in range(length)]
     """
-    k = _positive(k, "every: k")
-    length = _positive(length, "every: length")
+    k = positive_int(k, "every: k")
+    length = positive_int(length, "every: length")
     offset = operator.index(offset)
     t = jnp.arange(length)
     return (t >= 1) & ((t - offset) % k == 0)
@@ -73,9 +61,9 @@ def random_lengths(key, length: int, k_min: int, k_max: int) -> jax.Array:
             if t >= length: break
             cuts[t] = True
     """
-    length = _positive(length, "random_lengths: length")
-    k_min = _positive(k_min, "random_lengths: k_min")
-    k_max = _positive(k_max, "random_lengths: k_max")
+    length = positive_int(length, "random_lengths: length")
+    k_min = positive_int(k_min, "random_lengths: k_min")
+    k_max = positive_int(k_max, "random_lengths: k_max")
     if k_max < k_min:
         raise ValueError(f"random_lengths: k_max must be >= k_min={k_min}; got k_max={k_max}")
     n = -(-length // k_min)  # enough segments to cover the sequence
