@@ -16,7 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn.cells.base import Cell
-from jaxrnn.unroll import _check_carry, _check_cell, _check_lengths, _check_xs, _is_concrete, unroll
+from jaxrnn.unroll import (
+    _check_carry,
+    _check_cell,
+    _check_lengths,
+    _check_loss_fn,
+    _check_xs,
+    _is_concrete,
+    unroll,
+)
 
 __all__ = ["pascanu"]
 
@@ -161,8 +169,6 @@ def pascanu(
     """
     fn = "pascanu"
     cell = _check_cell(cell, fn)
-    if not callable(loss_fn):
-        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar loss; got {type(loss_fn).__name__}")
     if _is_concrete(bound):
         try:
             b_val = float(bound)
@@ -182,18 +188,9 @@ def pascanu(
     if lengths is not None:
         lengths = _check_lengths(lengths, T, batch_shape, fn)
 
-    # loss_fn must map ys to a real scalar: checked on shapes only.
     y_struct = jax.eval_shape(lambda p, c: cell.output(c), params, carry)
     ys_struct = jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype)
-    out = jax.eval_shape(loss_fn, ys_struct)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        got = f"shape {tuple(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-        raise ValueError(
-            f"{fn}: loss_fn must return a scalar (e.g. a mean over time and batch) for ys of shape "
-            f"{tuple(ys_struct.shape)}; got {got}"
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"{fn}: loss_fn must return a real floating scalar; got dtype {out.dtype}")
+    _check_loss_fn(loss_fn, ys_struct, fn)
 
     # valid steps (T, B); padding inputs are zeroed so that whatever is there cannot leak in.
     t_idx = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))

@@ -165,6 +165,21 @@ def _check_probes(probes, carry, T: int, fn: str):
     return probes
 
 
+def _check_loss_fn(loss_fn, ys_struct, fn: str) -> None:
+    """``loss_fn(ys)`` must be a real floating scalar; checked on shapes only (``jax.eval_shape``)."""
+    if not callable(loss_fn):
+        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar loss; got {type(loss_fn).__name__}")
+    out = jax.eval_shape(loss_fn, ys_struct)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        got = f"shape {tuple(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(
+            f"{fn}: loss_fn must return a scalar (e.g. a mean over time and batch) for ys of shape "
+            f"{tuple(ys_struct.shape)}; got {got}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{fn}: loss_fn must return a real floating scalar; got dtype {out.dtype}")
+
+
 # --------------------------------------------------------------------------------------------------
 # the scan
 
@@ -308,7 +323,9 @@ def unroll(
                 t_next = jnp.arange(1, T + 1).reshape((T,) + (1,) * len(batch_shape))
                 resets = resets & (t_next < lengths)
 
-    seq = {"x": cell.project(params, xs), "t": jnp.arange(T)}
+    seq = {"x": cell.project(params, xs)}
+    if lengths is not None:
+        seq["t"] = jnp.arange(T)
     if probes is not None:
         seq["probe"] = _check_probes(probes, carry, T, fn)
     if resets is not None:
@@ -368,12 +385,10 @@ def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs
       ``time_axis`` is).
 
     Raises:
-      TypeError if ``loss_fn`` is not callable or does not return a scalar; everything
-      :func:`unroll` raises.
+      TypeError if ``loss_fn`` is not callable or returns a non-floating value, ValueError if it
+      does not return a scalar; everything :func:`unroll` raises.
     """
     fn = "state_gradients"
-    if not callable(loss_fn):
-        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar; got {type(loss_fn).__name__}")
     cell = _check_cell(cell, fn)
     xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
@@ -384,12 +399,11 @@ def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs
         _, ys = _unroll(cell, params, xs, carry, probes=probes, **unroll_kwargs)
         return loss_fn(ys), ys
 
-    out = jax.eval_shape(loss_of_probes, zeros)[0]
-    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.inexact)):
-        raise TypeError(
-            f"{fn}: loss_fn must return a real scalar; got "
-            f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}"
-        )
+    _check_loss_fn(
+        loss_fn,
+        jax.eval_shape(lambda e: _unroll(cell, params, xs, carry, probes=e, **unroll_kwargs)[1], zeros),
+        fn,
+    )
     (loss, ys), dL_ds = jax.value_and_grad(loss_of_probes, has_aux=True)(zeros)
     return loss, ys, dL_ds
 
