@@ -4,7 +4,8 @@ Every recurrent cell of the classic RNN literature as a pure step function
 (:class:`~jaxrnn.Cell`), unrolled by one ``jax.lax.scan`` (:func:`~jaxrnn.unroll`), with sequence
 layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), initialisers
 (:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`),
-truncated BPTT (:mod:`jaxrnn.truncation`), Pascanu's regulariser (:mod:`jaxrnn.regularisers`) and
+truncated BPTT of every kind (:mod:`jaxrnn.truncation`), Pascanu's regulariser
+(:mod:`jaxrnn.regularisers`) and the optax transforms of his recipe (:mod:`jaxrnn.optim`), and
 spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
 
     import jaxrnn as jr
@@ -13,7 +14,7 @@ spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, diagnostics, initializers, interop, regularisers, truncation
+from jaxrnn import cells, diagnostics, initializers, interop, optim, regularisers, truncation
 from jaxrnn.cells import (
     Cell,
     LSTMState,
@@ -40,7 +41,7 @@ from jaxrnn.diagnostics import (
     step_jacobians,
 )
 from jaxrnn.regularisers import pascanu
-from jaxrnn.truncation import truncate
+from jaxrnn.truncation import tbptt, truncate
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, unroll
 
 __version__ = "0.1.0"
@@ -72,12 +73,14 @@ __all__ = [
     "mgu",
     "mrnn",
     "np_rnn",
+    "optim",
     "pascanu",
     "regularisers",
     "spectral_radius",
     "stack",
     "state_gradients",
     "step_jacobians",
+    "tbptt",
     "truncate",
     "truncation",
     "unroll",

@@ -17,13 +17,15 @@ import jax.numpy as jnp
 
 from jaxrnn.cells.base import Cell
 from jaxrnn.unroll import (
+    _bcast,
     _check_carry,
     _check_cell,
     _check_lengths,
     _check_loss_fn,
+    _check_resets,
     _check_xs,
     _is_concrete,
-    unroll,
+    state_gradients,
 )
 
 __all__ = ["pascanu"]
@@ -77,6 +79,8 @@ def pascanu(
     carry=None,
     *,
     lengths=None,
+    resets=None,
+    time_axis: int = 0,
     bound: float = 1e-20,
     squared: bool = True,
 ) -> jax.Array:
@@ -127,11 +131,14 @@ def pascanu(
 
     In plain Python (errors from BPTT, states from the unroll)::
 
-        def pascanu(cell, params, xs, loss_fn, carry=None, lengths=None, bound=1e-20, squared=True):
-            s = carry if carry is not None else cell.initial_carry(params, batch_shape)
+        def pascanu(cell, params, xs, loss_fn, carry=None, lengths=None, resets=None, bound=1e-20,
+                    squared=True):
+            s0 = cell.initial_carry(params, batch_shape)
+            s = carry if carry is not None else s0
             num = den = 0.0
             for k in range(T):
-                s_prev, s = s, cell.step(params, s, xs[k])          # (held after a sequence's length)
+                s_prev = s0 if resets is not None and resets[k] else s
+                s = cell.step(params, s_prev, xs[k])                # (held after a sequence's length)
                 d = stop_gradient(dE_ds[k])                         # (*batch, D), 0 on padding
                 dJ = vjp(lambda u: cell.step(params, u, xs[k]), stop_gradient(s_prev))(d)
                 x, y = sum(dJ**2, -1), sum(d**2, -1)
@@ -144,11 +151,16 @@ def pascanu(
     Args:
       cell: a :class:`~jaxrnn.Cell`.
       params: its parameters (``cell.init(key, input_size)``).
-      xs: ``(T, *batch, input_size)``, time first; any number of batch dims (also none).
+      xs: ``(T, *batch, input_size)`` (time on ``time_axis``); any number of batch dims (also none).
       loss_fn: ``ys (T, *batch, hidden) -> scalar``, the loss ``E`` whose errors Omega looks at (it sees
         :func:`jaxrnn.unroll`'s ``ys``, zero on padding). Must return a real scalar.
       carry: the initial state (default ``cell.initial_carry(params, batch_shape)``); held constant.
       lengths: ``(*batch)`` integers in ``[0, T]``; steps past a sequence's length are excluded.
+      resets: booleans shaped like ``xs`` without the feature axis, as in :func:`jaxrnn.unroll`: the
+        carry goes back to ``cell.initial_carry`` before the marked steps, so each segment is a sequence
+        of its own (the errors do not cross a reset, and the Jacobian of a segment's first step is
+        taken at ``s_0``, as for ``k = 0``).
+      time_axis: where time is in ``xs`` (and ``resets``); features are last.
       bound: ``>= 0``; steps with ``||dE/ds_k||^2 < bound`` are skipped (code default ``1e-20``).
       squared: ``True`` for the ratio of squared norms (the authors' code, eq. 10); ``False`` for the
         ratio of norms of eq. 9.
@@ -178,19 +190,21 @@ def pascanu(
             raise ValueError(f"{fn}: bound must be >= 0 (code default 1e-20); got {bound!r}")
     if not isinstance(squared, bool):
         raise TypeError(f"{fn}: squared must be a bool; got {squared!r}")
-    xs, _ = _check_xs(cell, params, xs, 0, fn)
+    xs, axis = _check_xs(cell, params, xs, time_axis, fn)  # time first from here on
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     B = math.prod(batch_shape)
-    if carry is None:
-        carry = cell.initial_carry(params, batch_shape)
-    else:
-        carry = _check_carry(cell, params, carry, batch_shape, fn)
+    s0 = cell.initial_carry(params, batch_shape)
+    carry = s0 if carry is None else _check_carry(cell, params, carry, batch_shape, fn)
     if lengths is not None:
         lengths = _check_lengths(lengths, T, batch_shape, fn)
+    if resets is not None:
+        resets = _check_resets(resets, jnp.moveaxis(xs, 0, axis).shape, axis, fn)
 
     y_struct = jax.eval_shape(lambda p, c: cell.output(c), params, carry)
-    ys_struct = jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype)
-    _check_loss_fn(loss_fn, ys_struct, fn)
+    if axis:  # loss_fn sees ys in the caller's layout, time on time_axis
+        user_loss = loss_fn
+        loss_fn = lambda ys: user_loss(jnp.moveaxis(ys, 0, axis))  # noqa: E731
+    _check_loss_fn(loss_fn, jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype), fn)
 
     # valid steps (T, B); padding inputs are zeroed so that whatever is there cannot leak in.
     t_idx = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
@@ -203,28 +217,13 @@ def pascanu(
 
     # ---- errors d_k = dE/ds_k and states s_k: constants (one forward + one backward pass) ----
     sg = jax.lax.stop_gradient
-    p_c, xs_c, carry_c = sg(params), sg(xs), sg(carry)
-    n_out = math.prod(y_struct.shape[len(batch_shape) :])
-
-    def out_and_state(c):  # ys and the flattened state in one output row, so padding masks both
-        y = cell.output(c)
-        y2 = jnp.reshape(y, (*batch_shape, -1))
-        leaves = [jnp.reshape(x, (*batch_shape, -1)) for x in jax.tree.leaves(c)]
-        dtype = jnp.result_type(y2, *leaves)
-        return jnp.concatenate([y2.astype(dtype)] + [x.astype(dtype) for x in leaves], axis=-1)
-
-    aug = cell._replace(output=out_and_state)
-
-    def loss_of_probes(probes):
-        _, rows = unroll(aug, p_c, xs_c, carry_c, lengths=lengths, probes=probes)
-        ys = rows[..., :n_out].reshape(ys_struct.shape).astype(ys_struct.dtype)
-        return loss_fn(ys), rows[..., n_out:]
-
-    zeros = jax.tree.map(lambda c: jnp.zeros((T, *jnp.shape(c)), jnp.result_type(c)), carry_c)
-    errs, states_flat = jax.grad(loss_of_probes, has_aux=True)(zeros)
+    p_c, xs_c, carry_c, s0_c = sg(params), sg(xs), sg(carry), sg(s0)
+    _, _, errs, states = state_gradients(
+        cell, p_c, xs_c, loss_fn, carry_c, return_states=True, lengths=lengths, resets=resets
+    )
     lead = (T, *batch_shape)
     d = sg(_flat(errs, (T, B)))  # (T, B, D)
-    states = sg(_unflat(states_flat, carry_c, lead))  # s_0 .. s_{T-1}, pytree (T, *batch, ...)
+    states = sg(states)  # s_0 .. s_{T-1}, pytree (T, *batch, ...)
     y_k = jnp.sum(d * d, axis=-1)  # (T, B)
 
     # ---- x_k = ||d_k J_k||^2, differentiable w.r.t. params only ----
@@ -234,7 +233,9 @@ def pascanu(
         W = params["W_hh"]
         dj = (d * fprime).astype(W.dtype) @ W.T
     else:
-        s_prev = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]], axis=0), carry_c, states)
+        s_prev = jax.tree.map(lambda c, s: jnp.concatenate([c[None], s[:-1]], axis=0), carry_c, states)
+        if resets is not None:  # a segment's first step starts from the cell's s_0
+            s_prev = jax.tree.map(lambda a, b: jnp.where(_bcast(resets, b), a[None], b), s0_c, s_prev)
         px = cell.project(params, xs_c)
 
         def step_all(s):

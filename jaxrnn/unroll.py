@@ -311,6 +311,12 @@ def unroll(
         raise ValueError(f"{fn}: unroll must be a positive int; got {unroll}")
     if not (isinstance(remat, bool) or remat is None or callable(remat)):
         raise TypeError(f"{fn}: remat must be a bool or a jax.checkpoint policy; got {remat!r}")
+    schedule = cell.hparams.get("schedule_length")
+    if schedule is not None and T > schedule and carry is None and resets is None:
+        raise ValueError(
+            f"{fn}: xs has T={T} steps but the truncation schedule of {cell.name} has {schedule}; build "
+            f"the schedule for the sequence (e.g. jr.truncation.every(k, {T}))"
+        )
     s0 = cell.initial_carry(params, batch_shape)
     carry = s0 if carry is None else _check_carry(cell, params, carry, batch_shape, fn)
     if lengths is not None:
@@ -349,16 +355,35 @@ def unroll(
         if valid is None:
             return new, y
         valid = jnp.broadcast_to(valid, batch_shape)
-        return _where(valid, new, s), jnp.where(_bcast(valid, y), y, jnp.zeros_like(y))
+        return _where(valid, new, s), jax.tree.map(
+            lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), y
+        )
 
     final, ys = _scan(body, carry, seq, T, reverse=reverse, unroll=unroll, remat=remat)
-    return final, (jnp.moveaxis(ys, 0, axis) if axis else ys)
+    return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
 
 
 _unroll = unroll  # for functions below whose `unroll` argument shadows the name
 
 
-def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs):
+def _trajectory(cell: Cell, params, xs, carry=None, **unroll_kwargs):
+    """:func:`unroll` that also returns the state after every step: ``(final, ys, states)``.
+
+    ``states`` is a pytree like the carry with leaves ``(T, *batch, ...)``, time first whatever
+    ``time_axis`` is; like ``ys`` it is zero on padding steps (``t >= lengths``). One scan: the cell's
+    output is widened to ``(y, s)``.
+    """
+    both = cell._replace(output=lambda s: (cell.output(s), s))
+    final, (ys, states) = _unroll(both, params, xs, carry, **unroll_kwargs)
+    axis = _normalise_axis(unroll_kwargs.get("time_axis", 0), jnp.ndim(xs), "unroll")
+    if axis:
+        states = jax.tree.map(lambda s: jnp.moveaxis(s, axis, 0), states)
+    return final, ys, states
+
+
+def state_gradients(
+    cell: Cell, params, xs, loss_fn, carry=None, *, return_states: bool = False, **unroll_kwargs
+):
     """``dL/ds_t`` for every step from the ordinary ``jax.grad``: ``(loss, ys, dL_ds)``.
 
     Zero probes ``e_t`` are added to the state after each step (``probes=`` of :func:`unroll`), so
@@ -376,13 +401,15 @@ def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs
     Args:
       cell, params, xs, carry: as for :func:`unroll`.
       loss_fn: ``ys (T, *batch, H) -> scalar`` (e.g. a mean squared error of a readout).
+      return_states: also return the states ``s_t`` (from the same scan).
       **unroll_kwargs: ``lengths``, ``resets``, ``reverse``, ``time_axis``, ``unroll``, ``remat``.
         On padding steps (``t >= lengths``) the error is exactly zero.
 
     Returns:
       ``(loss, ys, dL_ds)``: the scalar loss, the outputs ``ys`` of :func:`unroll`, and a pytree like
       the carry with a leading time axis, leaves ``(T, *batch, ...)`` (time first whatever
-      ``time_axis`` is).
+      ``time_axis`` is). With ``return_states=True``, ``(loss, ys, dL_ds, states)``: ``states`` like
+      ``dL_ds``, the state after each step (zero on padding steps).
 
     Raises:
       TypeError if ``loss_fn`` is not callable or returns a non-floating value, ValueError if it
@@ -395,17 +422,23 @@ def state_gradients(cell: Cell, params, xs, loss_fn, carry=None, **unroll_kwargs
     start = cell.initial_carry(params, batch_shape) if carry is None else carry
     zeros = jax.tree.map(lambda c: jnp.zeros((T, *jnp.shape(c)), jnp.result_type(c)), start)
 
+    if not isinstance(return_states, bool):
+        raise TypeError(f"{fn}: return_states must be a bool; got {return_states!r}")
+
     def loss_of_probes(probes):
-        _, ys = _unroll(cell, params, xs, carry, probes=probes, **unroll_kwargs)
-        return loss_fn(ys), ys
+        if return_states:
+            _, ys, states = _trajectory(cell, params, xs, carry, probes=probes, **unroll_kwargs)
+        else:
+            (_, ys), states = _unroll(cell, params, xs, carry, probes=probes, **unroll_kwargs), None
+        return loss_fn(ys), (ys, states)
 
     _check_loss_fn(
         loss_fn,
         jax.eval_shape(lambda e: _unroll(cell, params, xs, carry, probes=e, **unroll_kwargs)[1], zeros),
         fn,
     )
-    (loss, ys), dL_ds = jax.value_and_grad(loss_of_probes, has_aux=True)(zeros)
-    return loss, ys, dL_ds
+    (loss, (ys, states)), dL_ds = jax.value_and_grad(loss_of_probes, has_aux=True)(zeros)
+    return (loss, ys, dL_ds, states) if return_states else (loss, ys, dL_ds)
 
 
 # --------------------------------------------------------------------------------------------------

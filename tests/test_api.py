@@ -32,12 +32,14 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "mgu",
     "mrnn",
     "np_rnn",
+    "optim",
     "pascanu",
     "regularisers",
     "spectral_radius",
     "stack",
     "state_gradients",
     "step_jacobians",
+    "tbptt",
     "truncate",
     "truncation",
     "unroll",
@@ -54,7 +56,16 @@ def test_all_is_the_contract():
 
 
 def _public_functions():
-    for mod in (jr, jr.initializers, jr.interop, jr.cells, jr.diagnostics, jr.truncation, jr.regularisers):
+    for mod in (
+        jr,
+        jr.initializers,
+        jr.interop,
+        jr.cells,
+        jr.diagnostics,
+        jr.truncation,
+        jr.regularisers,
+        jr.optim,
+    ):
         for name in mod.__all__:
             obj = getattr(mod, name)
             if not inspect.ismodule(obj):
@@ -86,6 +97,7 @@ def test_modules_have_docstrings():
         jr.diagnostics,
         jr.truncation,
         jr.regularisers,
+        jr.optim,
         jr.unroll.__module__,
     ):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])

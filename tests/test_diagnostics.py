@@ -469,6 +469,40 @@ def test_state_gradients_and_gradient_flow_against_brute_force():
     np.testing.assert_allclose(mean_curve, curve.mean(axis=1), rtol=1e-12)
 
 
+def test_state_gradients_return_states_like_a_python_loop():
+    cell = jr.lstm(3)
+    params = cell.init(jax.random.PRNGKey(7), 2, jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(8), (5, 2, 2), jnp.float64)
+    lengths = jnp.array([5, 3])
+    loss_fn = lambda ys: jnp.sum(ys**2)  # noqa: E731
+    loss, ys, g, states = jr.state_gradients(cell, params, xs, loss_fn, lengths=lengths, return_states=True)
+    loss2, ys2, g2 = jr.state_gradients(cell, params, xs, loss_fn, lengths=lengths)
+    np.testing.assert_allclose(loss, loss2, rtol=1e-12)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), (ys, g), (ys2, g2))
+    s = cell.initial_carry(params, (2,))
+    for t in range(5):
+        s = cell.step(params, s, xs[t])
+        for b in range(2):
+            want = jax.tree.map(lambda leaf, b=b, t=t: leaf[b] if t < lengths[b] else 0 * leaf[b], s)
+            jax.tree.map(
+                lambda a, w, t=t, b=b: np.testing.assert_allclose(a[t, b], w, rtol=1e-12), states, want
+            )
+    # time_axis=1: ys come back batch-major, states stay time first
+    _, ys_b, g_b, states_b = jr.state_gradients(
+        cell,
+        params,
+        jnp.moveaxis(xs, 0, 1),
+        lambda y: loss_fn(y),
+        lengths=lengths,
+        return_states=True,
+        time_axis=1,
+    )
+    np.testing.assert_allclose(ys_b, jnp.moveaxis(ys, 0, 1), rtol=1e-12)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), (g_b, states_b), (g, states))
+    with pytest.raises(TypeError, match="return_states must be a bool"):
+        jr.state_gradients(cell, params, xs, loss_fn, return_states="yes")
+
+
 def test_gradient_flow_vanishes_for_a_contracting_linear_rnn():
     cell = jr.elman(2, "identity")
     params = {

@@ -208,6 +208,52 @@ def test_other_cells_no_batch_dims(cell):
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.parametrize("name", ["elman", "lstm"])
+def test_resets_make_each_segment_a_sequence_of_its_own(name):
+    """A packed sequence with a reset gives the Omega of its segments run as separate sequences."""
+    cell = CELLS[name]()
+    params = cell.init(jax.random.PRNGKey(1), I, F64)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (7, 1, I), F64)
+    w = jax.random.normal(jax.random.PRNGKey(3), (7, 1, H), F64)
+    resets = np.zeros((7, 1), bool)
+    resets[3] = True
+    packed = pascanu(cell, params, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w), resets=resets)
+    # the segments [0, 3) and [3, 7) side by side, the first padded to 4 steps
+    split_x = jnp.concatenate([jnp.pad(xs[:3], ((0, 1), (0, 0), (0, 0))), xs[3:]], axis=1)
+    split_w = jnp.concatenate([jnp.pad(w[:3], ((0, 1), (0, 0), (0, 0))), w[3:]], axis=1)
+    lengths = np.array([3, 4], np.int32)
+    split = pascanu(cell, params, split_x, lambda ys: jnp.sum(jnp.tanh(ys) * split_w), lengths=lengths)
+    np.testing.assert_allclose(packed, split, rtol=1e-10)
+    nothing = pascanu(cell, params, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w))
+    assert abs(float(nothing) - float(packed)) > 1e-6  # the reset matters
+    g_packed = jax.grad(lambda p: pascanu(cell, p, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w), resets=resets))
+    g_split = jax.grad(
+        lambda p: pascanu(cell, p, split_x, lambda ys: jnp.sum(jnp.tanh(ys) * split_w), lengths=lengths)
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+        g_packed(params),
+        g_split(params),
+    )
+
+
+def test_time_axis_gives_the_loss_ys_in_the_callers_layout():
+    cell = jr.gru(H)
+    params, xs, loss_fn = _setup(cell)
+    want = pascanu(cell, params, xs, loss_fn, lengths=LENGTHS)
+    got = pascanu(
+        cell,
+        params,
+        jnp.moveaxis(xs, 0, 1),
+        lambda ys: loss_fn(jnp.moveaxis(ys, 1, 0)),
+        lengths=LENGTHS,
+        time_axis=1,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="pascanu: resets must have the shape"):
+        pascanu(cell, params, xs, loss_fn, resets=np.zeros((T, B + 1), bool))
+
+
 def test_bad_inputs_name_the_argument():
     cell = jr.elman(H)
     params, xs, loss_fn = _setup(cell)
