@@ -2,7 +2,8 @@
 
 Every recurrent cell of the classic RNN literature as a pure step function
 (:class:`~jaxrnn.Cell`), unrolled by one ``jax.lax.scan`` (:func:`~jaxrnn.unroll`), with sequence
-layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), initialisers
+layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), the losses of the acceptor, transducer and
+encoder patterns (:mod:`jaxrnn.losses`), initialisers
 (:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`),
 truncated BPTT of every kind (:mod:`jaxrnn.truncation`), Pascanu's regulariser
 (:mod:`jaxrnn.regularisers`) and the optax transforms of his recipe (:mod:`jaxrnn.optim`), and
@@ -14,21 +15,24 @@ spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, diagnostics, initializers, interop, optim, regularisers, truncation
+from jaxrnn import cells, diagnostics, initializers, interop, losses, optim, regularisers, truncation
 from jaxrnn.cells import (
     Cell,
     LSTMState,
     accumulator,
+    bn_lstm,
     ctrnn,
     elman,
     gru,
     irnn,
     learned_initial_state,
+    ln_lstm,
     lstm,
     lstm1997,
     mgu,
     mrnn,
     np_rnn,
+    recurrent_dropout,
 )
 from jaxrnn.diagnostics import (
     gradient_bound,
@@ -52,6 +56,7 @@ __all__ = [
     "Layer",
     "accumulator",
     "bidirectional",
+    "bn_lstm",
     "cells",
     "ctrnn",
     "diagnostics",
@@ -66,7 +71,9 @@ __all__ = [
     "kaplan_yorke_dimension",
     "layer",
     "learned_initial_state",
+    "ln_lstm",
     "lstm",
+    "losses",
     "lstm1997",
     "lyapunov_spectrum",
     "max_singular_value",
@@ -75,6 +82,7 @@ __all__ = [
     "np_rnn",
     "optim",
     "pascanu",
+    "recurrent_dropout",
     "regularisers",
     "spectral_radius",
     "stack",

@@ -195,8 +195,8 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
     The values are those of :func:`~jaxrnn.unroll` (the same steps from the same states); the
     gradient of any loss of ``ys`` is the TBPTT(k1, k2) gradient. ``k1 = k2 = k`` (``T`` a multiple of
     ``k``) gives the gradient of ``truncate(cell, every(k, T))`` (independent blocks); ``k2 >= T``
-    gives full BPTT for every ``k1``. The final carry is that of the window holding each sequence's last valid step
-    (differentiable through that window only).
+    gives full BPTT for every ``k1``. The final carry is that of the window holding each sequence's
+    last valid step (differentiable through that window only).
 
     **Cost**: one forward pass of ``T`` steps (no residuals kept) plus ``ceil(T / k1)`` windows of
     ``k2`` steps, i.e. ``O(T k2 / k1)`` step evaluations and, for the backward pass, ``O(T k2 / k1)``

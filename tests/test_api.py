@@ -11,6 +11,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "Layer",
     "accumulator",
     "bidirectional",
+    "bn_lstm",
     "cells",
     "ctrnn",
     "diagnostics",
@@ -25,7 +26,9 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "kaplan_yorke_dimension",
     "layer",
     "learned_initial_state",
+    "ln_lstm",
     "lstm",
+    "losses",
     "lstm1997",
     "lyapunov_spectrum",
     "max_singular_value",
@@ -34,6 +37,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "np_rnn",
     "optim",
     "pascanu",
+    "recurrent_dropout",
     "regularisers",
     "spectral_radius",
     "stack",
@@ -46,7 +50,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
 }
 
 # a shape in a docstring: "(T, *batch, I)", "(*batch, H)", "(H,)", "(I, 4H)", "(N, N)", ...
-SHAPE = re.compile(r"\((\*batch|T|B|I|H|N|F|n|in|\d*H)\b[^)]*\)")
+SHAPE = re.compile(r"\((\*batch|T|B|I|H|N|F|n|in|max_steps|\d*H)\b[^)]*\)")
 
 
 def test_all_is_the_contract():
@@ -65,6 +69,7 @@ def _public_functions():
         jr.truncation,
         jr.regularisers,
         jr.optim,
+        jr.losses,
     ):
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -98,6 +103,7 @@ def test_modules_have_docstrings():
         jr.truncation,
         jr.regularisers,
         jr.optim,
+        jr.losses,
         jr.unroll.__module__,
     ):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])

@@ -15,6 +15,7 @@ from jaxrnn.cells.base import (
     positive_int,
     resolve_inits,
 )
+from jaxrnn.cells.dropout import apply_mask, maskable
 
 __all__ = ["gru", "mgu"]
 
@@ -64,28 +65,32 @@ def gru(
     k_init, r_init, b_init = resolve_inits("gru", kernel_init, recurrent_init, bias_init)
     H = hidden_size
 
+    # masks (jaxrnn.cells.dropout.RecurrentMasks or None): hidden multiplies h_{t-1} where it enters
+    # the recurrent matmuls (not in the z-blend), candidate multiplies n.
     if reset_after:
 
-        def recur(params, h, px):
-            hh = h @ params["W_hh"]
+        def recur_masked(params, h, px, masks):
+            hh = apply_mask(h, masks, "hidden") @ params["W_hh"]
             r = jax.nn.sigmoid(px[..., :H] + hh[..., :H])
             z = jax.nn.sigmoid(px[..., H : 2 * H] + hh[..., H : 2 * H])
             n = jnp.tanh(px[..., 2 * H :] + r * (hh[..., 2 * H :] + params["b_hn"]))
-            return (1.0 - z) * n + z * h
+            return (1.0 - z) * apply_mask(n, masks, "candidate") + z * h
 
         extra = ("b_hn",)
     else:
 
-        def recur(params, h, px):
+        def recur_masked(params, h, px, masks):
             W = params["W_hh"]
-            hh = h @ W[:, : 2 * H]
+            h_in = apply_mask(h, masks, "hidden")
+            hh = h_in @ W[:, : 2 * H]
             r = jax.nn.sigmoid(px[..., :H] + hh[..., :H])
             z = jax.nn.sigmoid(px[..., H : 2 * H] + hh[..., H:])
-            n = jnp.tanh(px[..., 2 * H :] + (r * h) @ W[:, 2 * H :])
-            return (1.0 - z) * n + z * h
+            n = jnp.tanh(px[..., 2 * H :] + (r * h_in) @ W[:, 2 * H :])
+            return (1.0 - z) * apply_mask(n, masks, "candidate") + z * h
 
         extra = ()
 
+    recur, masked_hparams = maskable(recur_masked)
     return make_cell(
         "gru",
         _gated_params("gru", k_init, r_init, b_init, H, 3, extra),
@@ -94,6 +99,7 @@ def gru(
         recur,
         lambda h: h,
         reset_after=reset_after,
+        **masked_hparams,
     )
 
 
@@ -119,12 +125,15 @@ def mgu(
     k_init, r_init, b_init = resolve_inits("mgu", kernel_init, recurrent_init, bias_init)
     H = hidden_size
 
-    def recur(params, h, px):
+    def recur_masked(params, h, px, masks):
+        # masks: as in gru -- hidden on h_{t-1} inside the matmuls, candidate on n.
         W = params["W_hh"]
-        f = jax.nn.sigmoid(px[..., :H] + h @ W[:, :H])
-        n = jnp.tanh(px[..., H:] + (f * h) @ W[:, H:])
-        return (1.0 - f) * h + f * n
+        h_in = apply_mask(h, masks, "hidden")
+        f = jax.nn.sigmoid(px[..., :H] + h_in @ W[:, :H])
+        n = jnp.tanh(px[..., H:] + (f * h_in) @ W[:, H:])
+        return (1.0 - f) * h + f * apply_mask(n, masks, "candidate")
 
+    recur, masked_hparams = maskable(recur_masked)
     return make_cell(
         "mgu",
         _gated_params("mgu", k_init, r_init, b_init, H, 2),
@@ -132,4 +141,5 @@ def mgu(
         affine_input,
         recur,
         lambda h: h,
+        **masked_hparams,
     )

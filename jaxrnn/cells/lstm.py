@@ -20,6 +20,7 @@ from jaxrnn.cells.base import (
 from jaxrnn.cells.base import (
     activation as get_activation,
 )
+from jaxrnn.cells.dropout import apply_mask, maskable
 
 __all__ = ["lstm", "lstm1997"]
 
@@ -75,19 +76,22 @@ def lstm(
             params.update({k: jnp.zeros((H,), dtype) for k in ("p_i", "p_f", "p_o")})
         return params
 
-    def recur(params, state, px):
+    def recur_masked(params, state, px, masks):
+        # masks (jaxrnn.cells.dropout.RecurrentMasks or None): hidden multiplies h_{t-1} before the
+        # recurrent matmul (all four gates), candidate multiplies g; c is never masked.
         h, c = state
-        a = px + h @ params["W_hh"]
+        a = px + apply_mask(h, masks, "hidden") @ params["W_hh"]
         a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
         if peepholes:
             a_i = a_i + params["p_i"] * c
             a_f = a_f + params["p_f"] * c
-        c = jax.nn.sigmoid(a_f) * c + jax.nn.sigmoid(a_i) * jnp.tanh(a_g)
+        c = jax.nn.sigmoid(a_f) * c + jax.nn.sigmoid(a_i) * apply_mask(jnp.tanh(a_g), masks, "candidate")
         if peepholes:
             a_o = a_o + params["p_o"] * c
         h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
         return LSTMState(h=h, c=c)
 
+    recur, masked_hparams = maskable(recur_masked)
     return make_cell(
         "lstm",
         init,
@@ -97,6 +101,7 @@ def lstm(
         lambda s: s.h,
         forget_bias=forget_bias,
         peepholes=peepholes,
+        **masked_hparams,
     )
 
 

@@ -18,6 +18,7 @@ from jaxrnn.cells.base import (
 from jaxrnn.cells.base import (
     activation as get_activation,
 )
+from jaxrnn.cells.dropout import apply_mask, maskable
 
 __all__ = ["accumulator", "ctrnn", "elman", "irnn", "np_rnn"]
 
@@ -65,9 +66,13 @@ def elman(
     f = get_activation(activation, "elman: activation")
     k_init, r_init, b_init = resolve_inits("elman", kernel_init, recurrent_init, bias_init)
 
-    def recur(params, h, px):
-        return f(px + h @ params["W_hh"])
+    def recur_masked(params, h, px, masks):
+        # masks: an ungated cell's candidate *is* its recurrent input (Semeniuta et al.'s vanilla-RNN
+        # form f(W [x_t, d(h_{t-1})] + b)), so both the candidate and the hidden mask multiply h_{t-1}.
+        h_in = apply_mask(apply_mask(h, masks, "candidate"), masks, "hidden")
+        return f(px + h_in @ params["W_hh"])
 
+    recur, masked_hparams = maskable(recur_masked)
     return make_cell(
         "elman",
         _dense_params("elman", k_init, r_init, b_init, hidden_size),
@@ -76,6 +81,7 @@ def elman(
         recur,
         lambda h: h,
         activation=activation,
+        **masked_hparams,
     )
 
 
