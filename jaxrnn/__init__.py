@@ -6,7 +6,8 @@ layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), the losses of the
 encoder patterns (:mod:`jaxrnn.losses`), initialisers
 (:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`),
 truncated BPTT of every kind (:mod:`jaxrnn.truncation`), Pascanu's regulariser
-(:mod:`jaxrnn.regularisers`) and the optax transforms of his recipe (:mod:`jaxrnn.optim`), and
+(:mod:`jaxrnn.regularisers`) and the optax transforms of his recipe (:mod:`jaxrnn.optim`),
+Hessian-free optimisation (:mod:`jaxrnn.second_order`), recurrent dropout and normalised LSTMs, and
 spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
 
     import jaxrnn as jr
@@ -15,7 +16,17 @@ spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
 """
 
-from jaxrnn import cells, diagnostics, initializers, interop, losses, optim, regularisers, truncation
+from jaxrnn import (
+    cells,
+    diagnostics,
+    initializers,
+    interop,
+    losses,
+    optim,
+    regularisers,
+    second_order,
+    truncation,
+)
 from jaxrnn.cells import (
     Cell,
     LSTMState,
@@ -45,6 +56,7 @@ from jaxrnn.diagnostics import (
     step_jacobians,
 )
 from jaxrnn.regularisers import pascanu
+from jaxrnn.second_order import hessian_free
 from jaxrnn.truncation import tbptt, truncate
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, unroll
 
@@ -64,6 +76,7 @@ __all__ = [
     "gradient_bound",
     "gradient_flow",
     "gru",
+    "hessian_free",
     "initializers",
     "interop",
     "irnn",
@@ -84,6 +97,7 @@ __all__ = [
     "pascanu",
     "recurrent_dropout",
     "regularisers",
+    "second_order",
     "spectral_radius",
     "stack",
     "state_gradients",

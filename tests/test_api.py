@@ -19,6 +19,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "gradient_bound",
     "gradient_flow",
     "gru",
+    "hessian_free",
     "initializers",
     "interop",
     "irnn",
@@ -39,6 +40,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "pascanu",
     "recurrent_dropout",
     "regularisers",
+    "second_order",
     "spectral_radius",
     "stack",
     "state_gradients",
@@ -70,6 +72,7 @@ def _public_functions():
         jr.regularisers,
         jr.optim,
         jr.losses,
+        jr.second_order,
     ):
         for name in mod.__all__:
             obj = getattr(mod, name)
@@ -104,6 +107,7 @@ def test_modules_have_docstrings():
         jr.regularisers,
         jr.optim,
         jr.losses,
+        jr.second_order,
         jr.unroll.__module__,
     ):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])
