@@ -9,12 +9,14 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    for code in blocks:
+    spaces = []
+    for code in blocks:  # each block stands alone, as a reader would paste it
         namespace: dict = {}
         exec(compile(code, str(README), "exec"), namespace)
+        spaces.append(namespace)
     # the quickstart's shapes, as its comments state
-    assert namespace["ys"].shape == (100, 16, 128)
-    assert namespace["h"].shape == (16, 128)
+    assert spaces[0]["ys"].shape == (100, 16, 128)
+    assert spaces[0]["h"].shape == (16, 128)
 
 
 def test_readme_opens_with_the_two_commands():
