@@ -1,0 +1,378 @@
+"""experiments/runner.py and experiments/plots.py: CLI, logging, checkpoints and resume, sharding, plots.
+
+The experiment under test is tests/runner_toy.py (an Elman RNN with 4 units, T = 5). Subprocess tests
+run it as a script, on the CPU, with a persistent compilation cache, as a user would.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import serialization
+
+from experiments import plots, runner
+
+sys.path.insert(0, os.path.dirname(__file__))
+import runner_toy as toy  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tests", "runner_toy.py")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(tmp_path_factory.mktemp("jaxcache"))
+    e = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache}
+    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    e.pop("XLA_FLAGS", None)
+    return e
+
+
+def run_script(args, env, **kw):
+    return subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True, text=True, **kw)
+
+
+def rows_without_time(path):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in runner.read_jsonl(path)]
+
+
+def final_state(run_dir):
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    step = max(runner._ckpt_steps(ckpt_dir))
+    return runner.load_checkpoint(runner._ckpt_path(ckpt_dir, step))
+
+
+def assert_one_line_error(stderr, *words):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+def cli(*argv, **kw):
+    return runner.config_cli(toy.Config, toy.PRESETS, list(argv), **kw)
+
+
+def test_cli_defaults_preset_and_overrides():
+    assert cli() == toy.Config()
+    quick = cli("--preset", "quick")
+    assert (quick.steps, quick.batch_size, quick.log_every, quick.preset) == (12, 8, 2, "quick")
+    assert quick.lr == toy.Config().lr  # fields the preset does not name keep their defaults
+    # explicit options override the preset, wherever they stand
+    for argv in (["--preset", "quick", "--steps", "3"], ["--steps", "3", "--preset", "quick"]):
+        c = cli(*argv)
+        assert (c.steps, c.batch_size) == (3, 8)
+
+
+def test_cli_types_bools_tuples_optionals():
+    c = cli(
+        "--no-evaluate", "--quiet", "--widths", "3", "4", "--clip", "0.5", "--lr", "1e-3", "--task", "last"
+    )
+    assert (c.evaluate, c.quiet, c.widths, c.clip, c.lr, c.task) == (False, True, (3, 4), 0.5, 1e-3, "last")
+    assert cli("--evaluate").evaluate is True and cli("--no-quiet").quiet is False
+    assert cli("--clip", "none").clip is None and cli("--clip", "2").clip == 2.0
+    assert cli("--widths").widths == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.steps = 1
+
+
+def test_cli_help_lists_fields_defaults_and_presets(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli("--help", description=toy.__doc__)
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "an Elman RNN regressing" in out
+    for text in ("--batch-size", "(default: 32)", "--no-evaluate", "sequence length T", "{sum, last}"):
+        assert text in out, text
+    assert "quick: --steps 12, --batch-size 8, --log-every 2" in out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--preset", "bogus"], ["--preset", "bogus", "quick, paper"]),
+        (["--length", "-3"], ["--length", ">= 1", "-3"]),
+        (["--task", "bogus"], ["--task", "bogus", "sum, last"]),
+        (["--lr", "abc"], ["--lr", "abc"]),
+        (["--bogus"], ["--bogus"]),
+        (["--widths", "1", "x"], ["--widths"]),
+        (["--resume", "/nonexistent/run"], ["--resume", "/nonexistent/run"]),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: toy.main(argv))
+    assert e.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, *words)
+
+
+def test_cli_presets_must_name_fields():
+    with pytest.raises(TypeError, match="preset 'p' sets unknown fields \\['stepz'\\]"):
+        runner.config_cli(toy.Config, {"p": {"stepz": 1}}, [])
+
+
+def test_config_checks_values_when_built_directly():
+    with pytest.raises(ValueError, match="--batch-size must be >= 1; got 0"):
+        toy.Config(batch_size=0)
+
+
+def test_run_cli_lets_bugs_through():
+    def main():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        runner.run_cli(main)
+
+
+def test_script_bad_input_real_process(env, tmp_path):
+    p = run_script(["--preset", "bogus"], env)
+    assert p.returncode == 2
+    assert_one_line_error(p.stderr, "--preset", "bogus")
+    unwritable = tmp_path / "a_file"
+    unwritable.write_text("")
+    p = run_script(["--run-root", str(unwritable)], env)
+    assert p.returncode == 2
+    assert_one_line_error(p.stderr, "--run-root", str(unwritable))
+
+
+# ------------------------------------------------------------------------------------------------
+# A run in-process: files, checkpoints, corruption, resume
+# ------------------------------------------------------------------------------------------------
+
+RUN = dict(steps=6, batch_size=4, log_every=2, checkpoint_every=2, keep_checkpoints=3, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    config = toy.Config(run_root=str(tmp_path_factory.mktemp("runs")), **RUN)
+    return config, runner.train(config, name="toy", **toy.build(config))
+
+
+def test_run_writes_config_metrics_flow_and_summary(trained):
+    config, result = trained
+    assert result.step == 6 and result.stopped_at is None
+    assert os.path.dirname(result.run_dir) == os.path.join(config.run_root, "toy")
+    saved = json.load(open(os.path.join(result.run_dir, "config.json")))
+    assert saved["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert saved["jax_version"] == jax.__version__ and saved["devices"] == [str(d) for d in jax.devices()]
+    rows = runner.read_jsonl(os.path.join(result.run_dir, "metrics.jsonl"))
+    assert rows == result.rows and [r["step"] for r in rows] == [2, 4, 6]
+    for key in ("loss", "error", "grad_norm", "eval_error", "rho", "omega", "wall_s"):
+        assert all(isinstance(r[key], float) and np.isfinite(r[key]) for r in rows), key
+    # the logged values are what they say: rho of the final W_hh, the loss of the logged step's batch
+    W = np.asarray(result.params["cell"]["W_hh"], np.float64)
+    np.testing.assert_allclose(rows[-1]["rho"], np.max(np.abs(np.linalg.eigvals(W))), rtol=1e-5)
+    flows = runner.read_jsonl(os.path.join(result.run_dir, "gradient_flow.jsonl"))
+    assert [f["step"] for f in flows] == [0, 6] and all(len(f["norms"]) == config.length for f in flows)
+    summary = json.load(open(os.path.join(result.run_dir, "summary.json")))
+    assert summary["step"] == 6 and summary["final"] == rows[-1]
+    assert runner._ckpt_steps(os.path.join(result.run_dir, "checkpoints")) == [2, 4, 6]
+
+
+def test_logged_loss_matches_a_plain_loop(trained):
+    """Reference: the docstring's plain-Python loop, eagerly, on one device."""
+    config, result = trained
+    fns = toy.build(config)
+    init_key, data_key, _ = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    params = fns["init_fn"](init_key)
+    state = fns["optimizer"].init(params)
+    losses = {}
+    grad_fn = jax.jit(jax.value_and_grad(fns["loss_fn"], has_aux=True))
+    for step in range(1, config.steps + 1):
+        batch = fns["sample_fn"](jax.random.fold_in(data_key, step))
+        (loss, _), grads = grad_fn(params, batch)
+        updates, state = fns["optimizer"].update(grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        losses[step] = float(loss)
+    np.testing.assert_allclose([r["loss"] for r in result.rows], [losses[s] for s in (2, 4, 6)], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), result.params, params)
+
+
+@pytest.mark.parametrize("damage", ["garble", "truncate", "empty"])
+def test_corrupt_newest_checkpoint_falls_back_to_previous(trained, tmp_path, damage):
+    _, result = trained
+    ckpt_dir = str(tmp_path / "checkpoints")
+    shutil.copytree(os.path.join(result.run_dir, "checkpoints"), ckpt_dir)
+    newest = runner._ckpt_path(ckpt_dir, 6)
+    data = bytearray(open(newest, "rb").read())
+    if damage == "garble":
+        data[len(data) // 2] ^= 0xFF
+    data = data[: len(data) // 2] if damage == "truncate" else b"" if damage == "empty" else data
+    open(newest, "wb").write(bytes(data))
+    warnings = []
+    target = {"params": result.params, "opt": result.opt_state}
+    step, state, records = runner.latest_checkpoint(ckpt_dir, target, warn=warnings.append)
+    assert step == 4 and [r["step"] for r in records["metrics"]] == [2, 4]
+    assert len(warnings) == 1 and newest in warnings[0] and "previous" in warnings[0]
+    assert os.path.exists(newest + ".corrupt") and not os.path.exists(newest)  # kept for inspection
+    # the state is exactly what the step-4 checkpoint holds
+    ref = runner.load_checkpoint(runner._ckpt_path(ckpt_dir, 4))[1]
+    jax.tree.map(np.testing.assert_array_equal, serialization.to_state_dict(runner._to_host(state)), ref)
+    # every checkpoint bad -> None, each reported
+    for s in (2, 4):
+        open(runner._ckpt_path(ckpt_dir, s), "wb").write(b"junk")
+    assert runner.latest_checkpoint(ckpt_dir, target, warn=warnings.append) is None and len(warnings) == 3
+
+
+def test_resume_after_corruption_reproduces_the_run(trained, capsys):
+    config, result = trained
+    run_dir = os.path.join(os.path.dirname(result.run_dir), "copy")
+    shutil.copytree(result.run_dir, run_dir)
+    newest = runner._ckpt_path(os.path.join(run_dir, "checkpoints"), 6)
+    open(newest, "r+b").truncate(100)
+    resumed = runner.train(dataclasses.replace(config, resume=run_dir), name="toy", **toy.build(config))
+    assert f"checkpoint {newest} is unusable" in capsys.readouterr().err
+    assert resumed.run_dir == run_dir and resumed.step == 6
+    jax.tree.map(
+        np.testing.assert_array_equal, runner._to_host(resumed.params), runner._to_host(result.params)
+    )
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    assert strip(resumed.rows) == strip(result.rows)
+    assert rows_without_time(os.path.join(run_dir, "metrics.jsonl")) == strip(result.rows)  # no duplicates
+    assert runner.read_jsonl(os.path.join(run_dir, "gradient_flow.jsonl")) == runner.read_jsonl(
+        os.path.join(result.run_dir, "gradient_flow.jsonl")
+    )
+
+
+def test_stop_fn_stops_and_resume_keeps_it_stopped(tmp_path):
+    config = toy.Config(run_root=str(tmp_path), evaluate=False, **RUN)
+    fns = toy.build(config)
+    result = runner.train(config, name="toy", stop_fn=lambda r: r["step"] >= 4, **fns)
+    assert result.stopped_at == 4 and result.step == 4 and result.rows[-1]["stopped"] is True
+    assert json.load(open(os.path.join(result.run_dir, "summary.json")))["stopped_at"] == 4
+    again = runner.train(dataclasses.replace(config, resume="latest"), name="toy", **fns)
+    assert again.step == 4 and again.stopped_at == 4 and again.run_dir == result.run_dir
+
+
+def test_resume_config_comes_from_the_run(trained, tmp_path):
+    config, result = trained
+    c = cli("--resume", result.run_dir, name="toy")
+    assert c == dataclasses.replace(config, resume=result.run_dir)
+    # a preset the run was started with does not override the options given with it
+    run_dir = tmp_path / "toy" / "run1"
+    run_dir.mkdir(parents=True)
+    saved = dataclasses.asdict(toy.Config(**{**toy.PRESETS["quick"], "steps": 5, "preset": "quick"}))
+    (run_dir / "config.json").write_text(json.dumps({"config": saved}))
+    c2 = cli("--resume", "latest", "--run-root", str(tmp_path), name="toy")
+    assert (c2.steps, c2.batch_size, c2.preset, c2.resume) == (5, 8, "quick", "latest")
+    assert cli("--resume", "latest", "--run-root", str(tmp_path), "--steps", "7", name="toy").steps == 7
+    with pytest.raises(runner.UsageError, match="--lr \\(run: 0.05, now: 0.1\\)"):
+        runner.train(dataclasses.replace(c, lr=0.1), name="toy", **toy.build(c))
+
+
+# ------------------------------------------------------------------------------------------------
+# Subprocesses: SIGKILL and --resume; 4 devices against 1
+# ------------------------------------------------------------------------------------------------
+
+
+def test_killed_run_resumes_to_the_same_result(env, tmp_path):
+    args = ["--steps", "16", "--batch-size", "4", "--log-every", "1", "--checkpoint-every", "3", "--quiet"]
+    reference = subprocess.Popen(
+        [sys.executable, SCRIPT, *args, "--run-root", str(tmp_path / "ref")], env=env, stdout=subprocess.PIPE
+    )
+    killed = subprocess.Popen(
+        [sys.executable, SCRIPT, *args, "--run-root", str(tmp_path / "run")],
+        env={**env, "RUNNER_TOY_DELAY": "0.3"},
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and killed.poll() is None:
+        runs = list((tmp_path / "run" / "toy").glob("*/checkpoints/step_00000003.ckpt"))
+        if runs:
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    (run_dir,) = (tmp_path / "run" / "toy").iterdir()
+    assert not (run_dir / "summary.json").exists()  # it really died midway
+    assert len(runner.read_jsonl(str(run_dir / "metrics.jsonl"))) < 16
+    # resume with --resume latest alone: the options come from the run's config.json
+    p = run_script(["--resume", "latest", "--run-root", str(tmp_path / "run"), "--quiet"], env)
+    assert p.returncode == 0, p.stderr
+    assert reference.wait() == 0
+    (ref_dir,) = (tmp_path / "ref" / "toy").iterdir()
+    rows = rows_without_time(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 17))
+    assert rows == rows_without_time(ref_dir / "metrics.jsonl")
+    for name in ("gradient_flow.jsonl",):
+        assert runner.read_jsonl(str(run_dir / name)) == runner.read_jsonl(str(ref_dir / name))
+    step, state, _ = final_state(str(run_dir))
+    ref_step, ref_state, _ = final_state(str(ref_dir))
+    assert step == ref_step == 16
+    jax.tree.map(np.testing.assert_array_equal, state, ref_state)
+
+
+def test_four_devices_equal_one_device(env, tmp_path):
+    env4 = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    args = ["--steps", "6", "--batch-size", "8", "--log-every", "2", "--quiet"]
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import runner_toy as t; "
+        f"t.main({args + ['--run-root', str(tmp_path / 'four')]!r}); "
+        f"t.main({args + ['--devices', '1', '--run-root', str(tmp_path / 'one')]!r})"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=env4, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    (four,) = (tmp_path / "four" / "toy").iterdir()
+    (one,) = (tmp_path / "one" / "toy").iterdir()
+    assert len(json.load(open(four / "config.json"))["devices"]) == 4
+    assert len(json.load(open(one / "config.json"))["devices"]) == 1
+    rows4, rows1 = rows_without_time(four / "metrics.jsonl"), rows_without_time(one / "metrics.jsonl")
+    assert [r["step"] for r in rows4] == [r["step"] for r in rows1] == [2, 4, 6]
+    for r4, r1 in zip(rows4, rows1):
+        np.testing.assert_allclose([r4[k] for k in sorted(r4)], [r1[k] for k in sorted(r1)], rtol=1e-5)
+    state4, state1 = final_state(str(four))[1], final_state(str(one))[1]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state4, state1)
+    # and a batch that does not split over the 4 devices is refused
+    p = run_script(["--batch-size", "6", "--run-root", str(tmp_path / "bad")], env4)
+    assert p.returncode == 2
+    assert_one_line_error(p.stderr, "--batch-size 6", "4 devices", "--batch-size 8")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_batch_shardings_axes():
+    mesh = runner.make_mesh(jax.devices()[:1])
+    batch = {"xs": np.zeros((5, 4, 2)), "y": np.zeros(4), "n": np.zeros(())}
+    specs = jax.tree.map(lambda s: tuple(s.spec), runner.batch_shardings(mesh, batch))
+    assert specs == {"xs": (None, "batch"), "y": ("batch",), "n": ()}
+    specs = jax.tree.map(
+        lambda s: tuple(s.spec), runner.batch_shardings(mesh, batch, {"xs": 0, "y": None, "n": None})
+    )
+    assert specs == {"xs": ("batch",), "y": (), "n": ()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots
+# ------------------------------------------------------------------------------------------------
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 1000
+
+
+def test_plots_write_pngs(trained, tmp_path):
+    _, result = trained
+    written = plots.plot_run(result.run_dir)
+    assert [os.path.basename(p) for p in written] == ["losses.png", "dynamics.png", "gradient_flow.png"]
+    assert all(is_png(p) for p in written)
+    path = plots.plot_success(
+        {"lstm": {10: 1.0, 20: 0.5}, "rnn": {10: 0.2, 20: 0.0}}, str(tmp_path / "s.png")
+    )
+    assert is_png(path)
+    # nothing to plot -> no file
+    assert plots.plot_dynamics([{"step": 1, "loss": 1.0}], str(tmp_path / "d.png")) is None
+    assert not (tmp_path / "d.png").exists()
