@@ -36,7 +36,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell
+from jaxrnn.cells.base import Cell, positive_int
 from jaxrnn.unroll import _check_carry, _check_cell, _check_lengths, _check_xs
 from jaxrnn.unroll import unroll as _unroll
 
@@ -199,14 +199,7 @@ def valid_mask(lengths, T: int, *, time_axis: int = 0) -> jax.Array:
       ``[0, T]`` (checked when ``lengths`` is concrete), a bad ``time_axis``.
     """
     fn = "valid_mask"
-    try:
-        if isinstance(T, bool):
-            raise TypeError
-        T = operator.index(T)
-    except TypeError:
-        raise TypeError(f"{fn}: T must be a positive int (the number of steps); got {T!r}") from None
-    if T <= 0:
-        raise ValueError(f"{fn}: T must be a positive int (the number of steps); got {T}")
+    T = positive_int(T, f"{fn}: T")
     lengths = _as_array(lengths, "lengths", fn)
     lengths = _check_lengths(lengths, T, tuple(lengths.shape), fn)
     axis = _time_axis(time_axis, lengths.ndim + 1, "the mask (T, *batch)", fn, features=False)

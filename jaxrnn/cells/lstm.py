@@ -33,6 +33,20 @@ def _lstm_state(hidden_size):
     return initial_carry
 
 
+def lstm_weights(inits, key, n_in: int, H: int, forget_bias, dtype) -> dict:
+    """``W_xh (I, 4H)``, ``W_hh (H, 4H)``, ``b (4H,)`` of an i, f, g, o LSTM, initialised per gate block
+    by ``inits = (kernel_init, recurrent_init, bias_init)``, with ``forget_bias`` added to the f slice of
+    ``b`` (shared by :func:`lstm` and the normalised LSTMs)."""
+    k_init, r_init, b_init = inits
+    k_x, k_h, k_b = jax.random.split(key, 3)
+    b = b_init(k_b, (4 * H,), dtype)
+    return {
+        "W_xh": gate_blocks(k_init, k_x, n_in, H, 4, dtype),
+        "W_hh": gate_blocks(r_init, k_h, H, H, 4, dtype),
+        "b": b.at[H : 2 * H].add(jnp.asarray(forget_bias, dtype)),
+    }
+
+
 def lstm(
     hidden_size: int,
     *,
@@ -65,13 +79,7 @@ def lstm(
 
     def init(key, input_size, dtype=jnp.float32):
         n_in, dtype = check_init_args("lstm", input_size, dtype)
-        k_x, k_h, k_b = jax.random.split(key, 3)
-        b = b_init(k_b, (4 * H,), dtype)
-        params = {
-            "W_xh": gate_blocks(k_init, k_x, n_in, H, 4, dtype),
-            "W_hh": gate_blocks(r_init, k_h, H, H, 4, dtype),
-            "b": b.at[H : 2 * H].add(jnp.asarray(forget_bias, dtype)),
-        }
+        params = lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype)
         if peepholes:
             params.update({k: jnp.zeros((H,), dtype) for k in ("p_i", "p_f", "p_o")})
         return params

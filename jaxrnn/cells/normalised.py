@@ -25,12 +25,12 @@ from jaxrnn.cells.base import (
     Cell,
     LSTMState,
     check_init_args,
-    gate_blocks,
     make_cell,
     positive_int,
     resolve_inits,
     zeros_state,
 )
+from jaxrnn.cells.lstm import lstm_weights
 
 __all__ = ["BNLSTMState", "BNStatistics", "bn_lstm", "bn_statistics", "ln_lstm"]
 
@@ -213,12 +213,8 @@ def bn_lstm(
 
     def init(key, input_size, dtype=jnp.float32):
         n_in, dtype = check_init_args(fn, input_size, dtype)
-        k_x, k_h, k_b = jax.random.split(key, 3)
-        b = b_init(k_b, (4 * H,), dtype)
         return {
-            "W_xh": gate_blocks(k_init, k_x, n_in, H, 4, dtype),
-            "W_hh": gate_blocks(r_init, k_h, H, H, 4, dtype),
-            "b": b.at[H : 2 * H].add(jnp.asarray(forget_bias, dtype)),
+            **lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype),
             "gamma_x": jnp.full((4 * H,), gamma_init, dtype),
             "gamma_h": jnp.full((4 * H,), gamma_init, dtype),
             "gamma_c": jnp.full((H,), gamma_init, dtype),
@@ -424,12 +420,8 @@ def ln_lstm(
 
     def init(key, input_size, dtype=jnp.float32):
         n_in, dtype = check_init_args(fn, input_size, dtype)
-        k_x, k_h, k_b = jax.random.split(key, 3)
-        b = b_init(k_b, (4 * H,), dtype)
         return {
-            "W_xh": gate_blocks(k_init, k_x, n_in, H, 4, dtype),
-            "W_hh": gate_blocks(r_init, k_h, H, H, 4, dtype),
-            "b": b.at[H : 2 * H].add(jnp.asarray(forget_bias, dtype)),
+            **lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype),
             "gamma_x": jnp.ones((4 * H,), dtype),
             "beta_x": jnp.zeros((4 * H,), dtype),
             "gamma_h": jnp.ones((4 * H,), dtype),
