@@ -1,0 +1,168 @@
+"""experiments/adding.py end to end (smoke preset), and the shared sweep helpers of experiments/sweep.py."""
+
+import contextlib
+import io
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import adding, runner, sweep
+from experiments.tasks import Batch, adding_arjovsky
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("runs"))
+    argv = ["--preset", "smoke", "--cells", "irnn", "np_rnn", "--lengths", "4", "--run-root", root, "--quiet"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = adding.main(argv)
+    return result, root, out.getvalue()
+
+
+def test_smoke_writes_results_plots_and_table(smoke):
+    result, root, out = smoke
+    assert os.path.dirname(result.sweep_dir) == os.path.join(root, "adding")
+    saved = json.load(open(os.path.join(result.sweep_dir, "results.json")))
+    assert [(r["cell"], r["variant"], r["seed"]) for r in saved["runs"]] == [("irnn", 4, 0), ("np_rnn", 4, 0)]
+    for r in saved["runs"]:
+        assert r["steps"] == 3 and r["n_test"] == 7 and math.isfinite(r["test_loss"])
+        assert r["baseline"] == pytest.approx(1 / 6)
+        assert os.path.basename(os.path.dirname(r["run_dir"])) == f"{r['cell']}-T4-seed0"
+        for png in ("losses.png", "dynamics.png", "gradient_flow.png"):
+            assert is_png(os.path.join(r["run_dir"], png)), png
+    assert saved["table"] == sweep.aggregate(saved["runs"], "test_loss")
+    assert is_png(os.path.join(result.sweep_dir, "summary.png"))
+    assert json.load(open(os.path.join(result.sweep_dir, "config.json")))["config"]["lengths"] == [4]
+    table = out.splitlines()
+    assert table[0].split()[:3] == ["cell", "T", "test"] and "published" in table[0]
+    for r, line in zip(saved["runs"], table[2:4]):
+        assert line.split()[:3] == [r["cell"], "4", f"{r['test_loss']:.4g}"]
+        assert line.endswith(adding.PUBLISHED[r["cell"]])
+        assert f"{r['test_loss'] / (1 / 6):.4g}" in line
+    assert table[-1] == f"results: {result.sweep_dir}/results.json"
+
+
+def test_test_loss_is_the_mse_of_the_final_params(smoke):
+    """Reference: the checkpointed params, a plain numpy ReLU recurrence and readout, numpy MSE."""
+    result = smoke[0]
+    run = result.runs[0]
+    _, state, _ = runner.latest_checkpoint(os.path.join(run["run_dir"], "checkpoints"), None)
+    p = jax.tree.map(np.asarray, state["params"])
+    task = adding_arjovsky(4)
+    losses = []
+    for b in sweep.sampled_test_set(task, 7, 5):
+        xs, y = np.asarray(b.xs, np.float64), np.asarray(b.targets, np.float64)
+        h = np.zeros((xs.shape[1], p["cell"]["W_hh"].shape[0]))
+        for x in xs:
+            h = np.maximum(x @ p["cell"]["W_xh"] + h @ p["cell"]["W_hh"] + p["cell"]["b"], 0.0)
+        losses.append(((h @ p["W_out"] + p["b_out"] - y) ** 2).sum(-1))
+    assert run["test_loss"] == pytest.approx(np.concatenate(losses).mean(), rel=1e-5)
+
+
+def test_resume_of_a_finished_sweep_trains_nothing_and_gives_the_same_results(smoke, capsys):
+    result = smoke[0]
+    again = adding.main(["--resume", result.sweep_dir, "--quiet"])
+    assert again.sweep_dir == result.sweep_dir
+    assert [r["run_dir"] for r in again.runs] == [r["run_dir"] for r in result.runs]
+    assert [r["test_loss"] for r in again.runs] == [r["test_loss"] for r in result.runs]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--lengths", "1"], ["--lengths", ">= 2"]),
+        (["--cells", "gru"], ["--cells", "gru"]),
+        (["--preset", "bogus"], ["--preset", "bogus"]),
+        (["--hidden", "3", "4"], ["--hidden", "one value or one per cell", "got 2"]),
+        (["--cells", "lstm", "--lr", "0.1", "0.2"], ["--lr", "got 2"]),
+        (["--optimizer", "lbfgs"], ["--optimizer", "lbfgs"]),
+        (["--cells", "lstm", "lstm"], ["--cells", "at most once", "lstm lstm"]),
+        (["--lengths"], ["--lengths", "at least one"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: adding.main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error:")
+    for w in words:
+        assert w in err, (w, err)
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep helpers
+
+
+def test_per_cell_values():
+    c = adding.Config(cells=("tanh", "lstm"), hidden=(3, 5), lr=(0.1,))
+    assert [sweep.per_cell(c, "hidden", x) for x in c.cells] == [3, 5]
+    assert [sweep.per_cell(c, "lr", x) for x in c.cells] == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("mode", ["norm", "value", "off"])
+def test_make_optimizer_clipping(mode):
+    g = {"a": jnp.array([3.0, -0.5]), "b": jnp.array([4.0])}
+    clip = 0.0 if mode == "off" else 1.0
+    tx = sweep.make_optimizer("sgd", 0.1, clip, "value" if mode == "value" else "norm")
+    updates, _ = tx.update(g, tx.init(g), g)
+    flat = np.array([3.0, -0.5, 4.0])
+    if mode == "norm":
+        expected = -0.1 * flat / np.linalg.norm(flat)
+    elif mode == "value":
+        expected = -0.1 * np.clip(flat, -1, 1)
+    else:
+        expected = -0.1 * flat
+    np.testing.assert_allclose(np.concatenate([updates["a"], updates["b"]]), expected, rtol=1e-6)
+
+
+def test_make_optimizer_rmsprop_is_arjovskys():
+    g = {"w": jnp.array([0.5, -2.0])}
+    tx = sweep.make_optimizer("rmsprop", 1e-3, 0.0)
+    updates, _ = tx.update(g, tx.init(g), g)
+    r = 0.9 * 1e-3 + 0.1 * np.array([0.5, -2.0]) ** 2
+    np.testing.assert_allclose(updates["w"], -1e-3 * np.array([0.5, -2.0]) / np.sqrt(r + 1e-8), rtol=1e-5)
+
+
+def test_aggregate_and_format_table():
+    runs = [
+        {"cell": "lstm", "variant": 50, "m": 0.1, "baseline": 0.5},
+        {"cell": "lstm", "variant": 50, "m": 0.3, "baseline": 0.5},
+        {"cell": "irnn", "variant": 50, "m": math.nan, "baseline": 0.5},
+        {"cell": "irnn", "variant": 50, "m": 0.2, "baseline": 0.5},
+    ]
+    rows = sweep.aggregate(runs, "m")
+    assert [(r["cell"], r["n"], r["diverged"]) for r in rows] == [("lstm", 2, 0), ("irnn", 2, 1)]
+    assert (rows[0]["mean"], rows[0]["min"], rows[0]["max"]) == pytest.approx((0.2, 0.1, 0.3))
+    assert math.isnan(rows[1]["mean"])
+    lines = sweep.format_table(rows, "MSE", "T", {"lstm": "solved [RECALL]"}).splitlines()
+    assert lines[0].split() == ["cell", "T", "MSE", "seeds", "baseline", "/", "baseline", "published"]
+    assert lines[2].split() == ["lstm", "50", "0.2", "[0.1,", "0.3]", "2", "0.5", "0.4", "solved", "[RECALL]"]
+    assert "nan" in lines[3] and "(1 diverged)" in lines[3] and lines[3].rstrip().endswith("-")
+
+
+def test_test_metrics_weights_chunks_by_size():
+    task = adding_arjovsky(4)
+    model = sweep.make_model(sweep.CELLS["irnn"](3), task)
+    params = model.init(jax.random.PRNGKey(1))
+    whole = task.sample_test(jax.random.PRNGKey(2), 7)
+    parts = [Batch(whole.xs[:, s], whole.targets[s], whole.lengths[s]) for s in (slice(0, 5), slice(5, 7))]
+    a = sweep.test_metrics(model, task, params, [whole])
+    b = sweep.test_metrics(model, task, params, parts)
+    assert a["n_test"] == b["n_test"] == 7
+    assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-5)
+    assert b["test_error"] == pytest.approx(a["test_error"])
+    assert b["test_accuracy"] == pytest.approx(1 - b["test_error"])
+    sizes = [t.xs.shape[1] for t in sweep.sampled_test_set(task, 12, 5)]
+    assert sizes == [5, 5, 2]
