@@ -1,22 +1,66 @@
-"""The demo script runs end to end (tiny setting) and its task generator is what it says."""
+"""The flagship demo (``make demo``, experiments/demo.py) runs end to end in a tiny setting."""
 
-import jax
-import numpy as np
+import json
+import math
+import os
 
-from experiments import demo
+import pytest
 
+from experiments import demo, runner
 
-def test_adding_batch_targets_are_the_sum_of_the_two_marked_values():
-    xs, y = demo.adding_batch(jax.random.PRNGKey(3), batch=16, length=10)
-    xs, y = np.asarray(xs), np.asarray(y)
-    assert xs.shape == (10, 16, 2) and y.shape == (16,)
-    markers = xs[..., 1]
-    np.testing.assert_array_equal(markers.sum(0), 2.0)
-    np.testing.assert_array_equal(markers[:5].sum(0), 1.0)  # one marker in each half
-    np.testing.assert_allclose(y, (xs[..., 0] * markers).sum(0), rtol=1e-6)
+SMOKE = ["--preset", "smoke", "--quiet"]
 
 
-def test_demo_runs(capsys):
-    demo.main(["--steps", "4", "--length", "6", "--batch", "4", "--hidden", "4"])
-    out = capsys.readouterr().out
-    assert "lstm" in out and "tanh rnn" in out and "held-out MSE" in out
+def test_demo_runs_and_writes_table_plots_and_results(tmp_path, capsys):
+    out = demo.main(SMOKE + ["--methods", "SGD+clip+Omega", "LSTM", "--run-root", str(tmp_path)])
+    printed = capsys.readouterr().out
+    run_dir = out["run_dir"]
+    assert os.path.dirname(run_dir) == os.path.join(str(tmp_path), "demo")
+    assert {"error.png", "dynamics.png", "gradient_flow.png", "results.json"} <= set(os.listdir(run_dir))
+    assert [os.path.basename(p) for p in out["plots"]] == ["error.png", "dynamics.png", "gradient_flow.png"]
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("method"))
+    assert lines[header].split() == ["method", "updates", "error", "rho(W_hh)", "Omega", "seconds"]
+    rnn, lstm = lines[header + 2].split(), lines[header + 3].split()
+    assert rnn[0] == "SGD+clip+Omega" and lstm[0] == "LSTM"
+    res = json.load(open(os.path.join(run_dir, "results.json")))["results"]
+    for row, r in zip((rnn, lstm), res):
+        assert int(row[1]) == r["updates"] and r["updates"] <= 4  # the smoke preset's budget
+        assert float(row[2]) == pytest.approx(r["error"], abs=5e-4) and 0.0 <= r["error"] <= 1.0
+        # each method's own runner.train run: metrics, gradient flow at the start and the end
+        flows = runner.read_jsonl(os.path.join(r["run_dir"], "gradient_flow.jsonl"))
+        assert [f["step"] for f in flows] == [0, r["updates"]] and len(flows[0]["norms"]) == 10
+    assert res[0]["rho"] > 0 and math.isnan(res[1]["rho"]) and lstm[3] == "-"  # LSTM's W_hh is (H, 4H)
+    assert f"everything is in {run_dir}/" in printed
+
+
+def test_format_table():
+    rows = [
+        dict(method="SGD", updates=100, error=0.75, rho=0.951, omega=0.04, wall_s=3.2, solved=False),
+        dict(method="LSTM", updates=50, error=0.0, rho=math.nan, omega=0.1, wall_s=1.0, solved=True),
+    ]
+    lines = demo.format_table(rows).splitlines()
+    assert lines[2].split() == ["SGD", "100", "0.750", "0.95", "0.040", "3"]
+    assert lines[3].split() == ["LSTM", "50", "0.000", "-", "0.100", "1", "solved"]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--length", "5"], "--length must be >= 10"),
+        (["--methods", "GRU"], "--methods: unknown value 'GRU'"),
+        (["--init", "relu"], "--init: unknown value 'relu'"),
+        (["--resume", "latest"], "--resume"),
+        (["--lstm-optimizer", "rmsprop"], "--lstm-optimizer: unknown value"),
+    ],
+)
+def test_bad_input(tmp_path, argv, match):
+    with pytest.raises(runner.UsageError, match=match):
+        demo.main(argv + ["--run-root", str(tmp_path), "--quiet"])
+
+
+def test_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--help"])
+    assert e.value.code == 0
+    assert "temporal order" in capsys.readouterr().out
