@@ -182,7 +182,7 @@ def write_plots(results, out_dir: str, title: str) -> list[str]:
 
 def _plot_curves(results, panels, path: str, title: str) -> str:
     """One panel per ``(ylabel, metric, log_y)``, one line (with markers) per method that logged it."""
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     for ax, (label, key, log) in zip(axes[0], panels):
         values = []
@@ -199,14 +199,14 @@ def _plot_curves(results, panels, path: str, title: str) -> str:
         if values:
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def _plot_flows(results, path: str, title: str) -> str | None:
     results = [r for r in results if r["flows"]]
     if not results:
         return None
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.3), squeeze=False)
     for ax, r in zip(axes[0], results):
         for f in r["flows"]:
@@ -219,14 +219,14 @@ def _plot_flows(results, path: str, title: str) -> str | None:
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("||dL/dh_k||")
     fig.suptitle(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name="demo", description=__doc__)
     if config.resume:
         raise runner.UsageError("--resume: the demo does not resume; run it again (or resume a method's run)")
-    out_dir = runner._new_run_dir(config.run_root, "demo")
+    out_dir = runner.new_run_dir(config.run_root, "demo")
     say = (lambda *a: None) if config.quiet else (lambda *a: print(*a, flush=True))
     say(
         f"temporal order, L = {config.length} (chance: 75% error); {config.steps} updates of batch "

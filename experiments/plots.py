@@ -15,10 +15,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-__all__ = ["plot_dynamics", "plot_gradient_flow", "plot_losses", "plot_run", "plot_success"]
+__all__ = [
+    "plot_dynamics",
+    "plot_gradient_flow",
+    "plot_losses",
+    "plot_run",
+    "plot_success",
+    "pyplot",
+    "save_figure",
+]
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,11 +41,12 @@ def _series(rows: Sequence[Mapping], key: str):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Save ``fig`` as a PNG at ``path`` (creating its folder), close it, return ``path``."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -46,7 +56,7 @@ def _curves_plot(rows, panels, path, title) -> str | None:
     panels = [p for p in panels if p[1]]
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for ax, (label, keys, log) in zip(axes[0], panels):
         for k in keys:
@@ -58,7 +68,7 @@ def _curves_plot(rows, panels, path, title) -> str | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_losses(rows: Sequence[Mapping], path: str, title: str = "") -> str | None:
@@ -82,7 +92,7 @@ def plot_gradient_flow(flows: Sequence[Mapping], path: str, title: str = "") -> 
     flows = [f for f in flows if f.get("norms")]
     if not flows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for f in flows:
         ax.plot(range(1, len(f["norms"]) + 1), f["norms"], label=f"after {f['step']} updates")
@@ -93,12 +103,12 @@ def plot_gradient_flow(flows: Sequence[Mapping], path: str, title: str = "") -> 
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_success(results: Mapping[str, Mapping[int, float]], path: str, title: str = "") -> str:
     """Success rate against sequence length, one line per model: ``{model: {length: rate}}``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for model, by_length in results.items():
         lengths = sorted(by_length)
@@ -109,7 +119,7 @@ def plot_success(results: Mapping[str, Mapping[int, float]], path: str, title: s
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_run(run_dir: str) -> list[str]:

@@ -82,13 +82,16 @@ __all__ = [
     "config_cli",
     "latest_checkpoint",
     "load_checkpoint",
+    "json_default",
     "make_mesh",
     "maybe_initialize_distributed",
+    "new_run_dir",
     "read_jsonl",
     "resolve_run_dir",
     "run_cli",
     "save_checkpoint",
     "train",
+    "write_atomic",
 ]
 
 
@@ -404,7 +407,8 @@ def resolve_run_dir(resume: str, run_root: str, name: str) -> str:
     return resume
 
 
-def _new_run_dir(run_root: str, name: str) -> str:
+def new_run_dir(run_root: str, name: str) -> str:
+    """Create ``<run_root>/<name>/<timestamp>/`` (and its ``checkpoints/``); UsageError if not writable."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = os.path.join(run_root, name)
     try:
@@ -425,7 +429,8 @@ def _new_run_dir(run_root: str, name: str) -> str:
         ) from None
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` all or nothing: a synced temporary file renamed into place."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -444,7 +449,8 @@ def _float(x) -> float:
     return float(x.addressable_data(0)) if isinstance(x, jax.Array) else float(x)
 
 
-def _json_default(x):
+def json_default(x):
+    """``json.dumps(default=...)`` for numpy / jax scalars and arrays (as lists), else ``str``."""
     if isinstance(x, (np.generic, jax.Array)):
         return np.asarray(x).tolist()
     return str(x)
@@ -486,7 +492,7 @@ def save_checkpoint(ckpt_dir: str, step: int, state, records: Mapping[str, Any],
         {"step": step, "state": serialization.to_state_dict(_to_host(state)), "records": json.dumps(records)}
     )
     path = _ckpt_path(ckpt_dir, step)
-    _write_atomic(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    write_atomic(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
     for old in _ckpt_steps(ckpt_dir)[:-keep]:
         os.remove(_ckpt_path(ckpt_dir, old))
     return path
@@ -591,7 +597,7 @@ class TrainResult(NamedTuple):
 
 def _resume_mismatch(saved: Mapping[str, Any], config) -> list[str]:
     may_differ = {"steps", "resume", "quiet", "preset", "run_root", "keep_checkpoints"}
-    now = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    now = json.loads(json.dumps(dataclasses.asdict(config), default=json_default))
     return [
         f"{_option(k)} (run: {saved.get(k)!r}, now: {now[k]!r})"
         for k in now
@@ -678,7 +684,7 @@ def train(
     # ---- run directory, config.json, and (with --resume) the newest valid checkpoint
     config_row = {
         "name": name,
-        "config": json.loads(json.dumps(dataclasses.asdict(config), default=_json_default)),
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=json_default)),
         "jax_version": jax.__version__,
         "devices": [str(d) for d in mesh.devices.flat],
         "process_count": jax.process_count(),
@@ -707,16 +713,16 @@ def train(
         elif is_main:
             print(f"warning: no usable checkpoint in {run_dir}; starting from step 0", file=sys.stderr)
     else:
-        run_dir = _new_run_dir(config.run_root, name) if is_main else None
+        run_dir = new_run_dir(config.run_root, name) if is_main else None
     ckpt_dir = os.path.join(run_dir, "checkpoints") if run_dir else None
     if is_main:
-        _write_atomic(os.path.join(run_dir, "config.json"), json.dumps(config_row, indent=2).encode())
+        write_atomic(os.path.join(run_dir, "config.json"), json.dumps(config_row, indent=2).encode())
         # rewrite the logs from the checkpoint's records: rows after it (from a killed session) go
         for fname, rows in (
             ("metrics.jsonl", records["metrics"]),
             ("gradient_flow.jsonl", records["gradient_flow"]),
         ):
-            _write_atomic(os.path.join(run_dir, fname), "".join(json.dumps(r) + "\n" for r in rows).encode())
+            write_atomic(os.path.join(run_dir, fname), "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     # ---- jitted functions
     replicated = NamedSharding(mesh, P())
@@ -801,5 +807,5 @@ def train(
             "stopped_at": stopped_at,
             "final": records["metrics"][-1] if records["metrics"] else None,
         }
-        _write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+        write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
     return TrainResult(params, opt_state, step, stopped_at, records["metrics"], run_dir)

@@ -281,9 +281,9 @@ def format_table(rows: Sequence[Mapping], metric_label: str, variant_label: str,
 
 def plot_summary(rows: Sequence[Mapping], path: str, ylabel: str, xlabel: str, title: str = "", log_y=False):
     """The aggregated metric per cell against the variant (min-max bars over seeds), baseline dashed."""
-    from experiments.plots import _pyplot
+    from experiments.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     numeric = all(isinstance(v, (int, float)) for v in variants)
@@ -306,7 +306,7 @@ def plot_summary(rows: Sequence[Mapping], path: str, ylabel: str, xlabel: str, t
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,13 +324,13 @@ class SweepResult(NamedTuple):
 def _sweep_dir(config: SweepConfig, experiment: str) -> str:
     if config.resume:
         return runner.resolve_run_dir(config.resume, config.run_root, experiment)
-    path = runner._new_run_dir(config.run_root, experiment)
+    path = runner.new_run_dir(config.run_root, experiment)
     os.rmdir(os.path.join(path, "checkpoints"))  # a sweep keeps its checkpoints in its runs
     return path
 
 
 def _write_json(path: str, obj) -> None:
-    runner._write_atomic(path, json.dumps(obj, indent=2, default=runner._json_default).encode())
+    runner.write_atomic(path, json.dumps(obj, indent=2, default=runner.json_default).encode())
 
 
 def _resumable(root: str, name: str) -> str:

@@ -519,7 +519,7 @@ def main(argv=None):
     if config.resume:
         run_dir = runner.resolve_run_dir(config.resume, config.run_root, "temporal_order")
     else:
-        run_dir = runner._new_run_dir(config.run_root, "temporal_order")
+        run_dir = runner.new_run_dir(config.run_root, "temporal_order")
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"name": "temporal_order", "config": dataclasses.asdict(config)}, f, indent=2)
     points_path = os.path.join(run_dir, "points.jsonl")

@@ -470,7 +470,7 @@ ADD_T, ADD_H, ADD_B, BUDGET, TARGET = 50, 16, 256, 60, 0.05
 
 
 def _adding_batch(key, batch, length):
-    """As experiments/demo.py: values U[0, 1], one marker in each half, target the marked sum."""
+    """As experiments.tasks.adding_arjovsky: values U[0, 1], a marker in each half, target the marked sum."""
     k_v, k_1, k_2 = jax.random.split(key, 3)
     values = jax.random.uniform(k_v, (length, batch), jnp.float32)
     first = jax.random.randint(k_1, (batch,), 0, length // 2)
