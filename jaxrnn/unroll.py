@@ -234,6 +234,7 @@ def unroll(
     unroll: int = 1,
     remat: bool | Callable = False,
     probes=None,
+    fused: bool = True,
 ):
     """Run ``cell`` over a sequence with one ``jax.lax.scan``: ``(final_carry, ys)``.
 
@@ -288,6 +289,10 @@ def unroll(
         step: ``s_t = cell.step(params, s_{t-1}, x_t) + e_t``. With zeros nothing changes, and
         ``jax.grad`` with respect to the probes returns ``dL/ds_t`` for every ``t`` -- the errors that
         BPTT propagates back in time (zero on padding steps).
+      fused: use the cell's whole-sequence fast path (``cell.kernel``, e.g. the parallel scan of a
+        linear-recurrence cell) when it has one and it serves the call (no ``resets``, ``probes`` or
+        ``remat``; the kernel may decline other options); ``False`` forces the reference ``lax.scan``.
+        Both give the same values and gradients.
 
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
@@ -329,7 +334,28 @@ def unroll(
                 t_next = jnp.arange(1, T + 1).reshape((T,) + (1,) * len(batch_shape))
                 resets = resets & (t_next < lengths)
 
-    seq = {"x": cell.project(params, xs)}
+    if not isinstance(fused, bool):
+        raise TypeError(f"{fn}: fused must be a bool; got {fused!r}")
+    px = cell.project(params, xs)
+    kernel = cell.kernel
+    if (
+        fused
+        and kernel is not None
+        and kernel.recur is cell.recur
+        and resets is None
+        and probes is None
+        and (remat is False or remat is None)
+    ):
+        out = kernel.apply(params, carry, px, lengths=lengths, reverse=reverse)
+        if out is not None:
+            final, states = out
+            ys = cell.output(states)
+            if lengths is not None:
+                valid = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
+                ys = jax.tree.map(lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), ys)
+            return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
+
+    seq = {"x": px}
     if lengths is not None:
         seq["t"] = jnp.arange(T)
     if probes is not None:

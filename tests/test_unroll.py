@@ -898,3 +898,59 @@ def test_probes_bad_shape():
     params = cell.init(jax.random.PRNGKey(0), 2)
     with pytest.raises(ValueError, match="probes"):
         jr.unroll(cell, params, jnp.zeros((5, 2, 2), jnp.float32), probes=jnp.zeros((5, 3)))
+
+
+# --------------------------------------------------------------------------------------------------
+# whole-sequence kernels (cell.kernel) and fused=
+
+
+def _kernel_cell(calls, decline=False):
+    """An Elman cell whose kernel runs the recurrence in a Python loop and records that it ran."""
+    from jaxrnn.cells.base import SequenceKernel
+
+    base = jr.elman(3)
+
+    def apply(params, carry, px, *, lengths, reverse):
+        calls.append((lengths is not None, reverse))
+        if decline or reverse:
+            return None
+        s, states = carry, []
+        for t in range(px.shape[0]):
+            new = base.recur(params, s, px[t])
+            s = new if lengths is None else jnp.where((t < lengths)[..., None], new, s)
+            states.append(new)
+        return s, jnp.stack(states)
+
+    return base._replace(kernel=SequenceKernel(base.recur, apply))
+
+
+def test_unroll_uses_a_cells_kernel_only_where_it_serves():
+    calls = []
+    cell = _kernel_cell(calls)
+    params = cell.init(jax.random.PRNGKey(0), 2, jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (5, 4, 2), jnp.float64)
+    lengths = jnp.array([5, 3, 0, 1])
+    ref = jr.unroll(cell, params, xs, lengths=lengths, fused=False)
+    assert calls == []
+    got = jr.unroll(cell, params, xs, lengths=lengths)
+    assert calls == [(True, False)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, ref)
+    g_ref = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, xs, lengths=lengths, fused=False)[1] ** 2))(params)
+    g_got = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, xs, lengths=lengths)[1] ** 2))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), g_got, g_ref)
+    # time_axis: the kernel sees time first, ys come back on axis 1
+    got_b = jr.unroll(cell, params, jnp.moveaxis(xs, 0, 1), lengths=lengths, time_axis=1)
+    np.testing.assert_allclose(got_b[1], jnp.moveaxis(ref[1], 0, 1), rtol=1e-12)
+    # not used: resets, probes, remat, a replaced recur (truncate), declined options
+    n = len(calls)
+    jr.unroll(cell, params, xs, resets=jnp.zeros((5, 4), bool))
+    jr.unroll(cell, params, xs, remat=True)
+    jr.unroll(jr.truncate(cell, jr.truncation.every(2, 5)), params, xs)
+    assert len(calls) == n
+    rev = jr.unroll(cell, params, xs, lengths=lengths, reverse=True)  # declined: reference scan
+    assert calls[-1] == (True, True)
+    np.testing.assert_allclose(
+        rev[1], jr.unroll(cell, params, xs, lengths=lengths, reverse=True, fused=False)[1]
+    )
+    with pytest.raises(TypeError, match="fused must be a bool"):
+        jr.unroll(cell, params, xs, fused="yes")

@@ -10,7 +10,7 @@
   Cell -> Cell transform.
 """
 
-from jaxrnn.cells.base import Cell, LSTMState, learned_initial_state
+from jaxrnn.cells.base import Cell, LSTMState, SequenceKernel, learned_initial_state
 from jaxrnn.cells.dropout import DropoutState, RecurrentMasks, recurrent_dropout
 from jaxrnn.cells.gru import gru, mgu
 from jaxrnn.cells.lstm import lstm, lstm1997
@@ -25,6 +25,7 @@ __all__ = [
     "DropoutState",
     "LSTMState",
     "RecurrentMasks",
+    "SequenceKernel",
     "accumulator",
     "bn_lstm",
     "bn_statistics",

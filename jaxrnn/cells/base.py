@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxrnn import initializers as inits
 
-__all__ = ["Cell", "LSTMState", "learned_initial_state"]
+__all__ = ["Cell", "LSTMState", "SequenceKernel", "learned_initial_state"]
 
 Params = Any
 Carry = Any
@@ -68,6 +68,10 @@ class Cell(NamedTuple):
     * ``hparams``: the hyper-parameters the factory closed over that transforms and diagnostics
       need to know, read-only (e.g. ``{"family": "ctrnn", "activation": "tanh", "alpha": 0.1}``);
       ``family`` names the equations (``irnn`` and ``np_rnn`` are of family ``elman``).
+    * ``kernel``: ``None``, or a :class:`SequenceKernel`: a whole-sequence fast path that
+      :func:`jaxrnn.unroll` uses instead of its ``lax.scan`` (``fused=True``) while ``cell.recur`` is
+      still the recurrence the kernel computes -- so a transform that replaces ``recur`` (truncation,
+      dropout) silently goes back to the reference scan.
     """
 
     init: Callable[..., Params]
@@ -79,6 +83,24 @@ class Cell(NamedTuple):
     input_size: Callable[[Params], int]
     name: str = "cell"
     hparams: HParams = HParams()
+    kernel: Any = None
+
+
+class SequenceKernel(NamedTuple):
+    """A whole-sequence fast path of a cell, for :func:`jaxrnn.unroll`.
+
+    * ``recur``: the ``cell.recur`` it computes; ``unroll`` uses the kernel only while
+      ``cell.recur is kernel.recur``.
+    * ``apply(params, carry, px, *, lengths, reverse) -> (final, states) | None``: ``px`` is
+      ``cell.project(params, xs)`` with time first, ``(T, *batch, ...)``; ``states`` the carry after every
+      step, leaves ``(T, *batch, ...)`` (any value on padding steps ``t >= lengths``, which ``unroll``
+      masks); ``final`` the carry after each sequence's last valid step (the initial carry for length 0),
+      in the carry's dtype. Returning ``None`` declines (an option it does not support): ``unroll`` then
+      runs its reference scan. It must equal that scan in values and gradients.
+    """
+
+    recur: Callable
+    apply: Callable
 
 
 class LSTMState(NamedTuple):
@@ -166,11 +188,13 @@ def make_cell(
     recur: Callable,
     output: Callable,
     input_size: Callable | None = None,
+    kernel: Callable | None = None,
     **hparams,
 ) -> Cell:
     """Build a :class:`Cell` whose ``step`` is ``recur(project(x))`` (so the two never disagree).
 
-    ``hparams`` become the cell's read-only ``hparams``, with ``family=name``."""
+    ``hparams`` become the cell's read-only ``hparams``, with ``family=name``; ``kernel`` (the
+    ``apply`` of a :class:`SequenceKernel`) is the cell's whole-sequence fast path for ``recur``."""
 
     def step(params, carry, x):
         return recur(params, carry, project(params, x))
@@ -181,7 +205,8 @@ def make_cell(
             return params["W_xh"].shape[0]
 
     hparams = HParams({"family": name, **hparams})
-    return Cell(init, initial_carry, step, output, project, recur, input_size, name, hparams)
+    seq = None if kernel is None else SequenceKernel(recur, kernel)
+    return Cell(init, initial_carry, step, output, project, recur, input_size, name, hparams, seq)
 
 
 def resolve_inits(name: str, kernel_init, recurrent_init, bias_init):
