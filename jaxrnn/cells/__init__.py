@@ -6,6 +6,8 @@
 * :mod:`~jaxrnn.cells.mrnn` -- the multiplicative RNN.
 * :mod:`~jaxrnn.cells.normalised` -- the batch-normalised LSTM (Cooijmans et al.) and the
   layer-normalised LSTM (Ba et al.).
+* :mod:`~jaxrnn.cells.parallel` -- linear-recurrence cells computed by a parallel scan: minGRU,
+  minLSTM (Feng et al.) and the LRU (Orvieto et al.).
 * :mod:`~jaxrnn.cells.dropout` -- recurrent dropout (Semeniuta et al.; Gal and Ghahramani) as a
   Cell -> Cell transform.
 """
@@ -16,6 +18,7 @@ from jaxrnn.cells.gru import gru, mgu
 from jaxrnn.cells.lstm import lstm, lstm1997
 from jaxrnn.cells.mrnn import mrnn
 from jaxrnn.cells.normalised import BNLSTMState, BNStatistics, bn_lstm, bn_statistics, ln_lstm
+from jaxrnn.cells.parallel import LRUState, lru, min_gru, min_lstm
 from jaxrnn.cells.simple import accumulator, ctrnn, elman, irnn, np_rnn
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "BNStatistics",
     "Cell",
     "DropoutState",
+    "LRUState",
     "LSTMState",
     "RecurrentMasks",
     "SequenceKernel",
@@ -36,8 +40,11 @@ __all__ = [
     "learned_initial_state",
     "ln_lstm",
     "lstm",
+    "lru",
     "lstm1997",
     "mgu",
+    "min_gru",
+    "min_lstm",
     "mrnn",
     "np_rnn",
     "recurrent_dropout",
