@@ -1,0 +1,810 @@
+"""Speed benchmark (issue 5): jaxrnn's LSTM and GRU against Flax linen, PyTorch and cuDNN, in one process.
+
+One command::
+
+    python -m experiments.bench                      # the full table on this machine (S, M, L)
+    python -m experiments.bench --quick              # fewer warm-up calls, shapes S and L (a 2-core CPU)
+    python -m experiments.bench --memory --parallel --json runs/bench.json
+
+What is measured, for each cell (``lstm``, ``gru``), shape and mode (``fwd``: the whole-sequence forward
+pass; ``fwdbwd``: forward plus the BPTT gradient with respect to the weights and the inputs of the loss
+``sum(ys * ct)`` with a fixed random cotangent ``ct``):
+
+* ``jaxrnn``: ``jr.unroll(jr.lstm(H) / jr.gru(H), params, xs, fused=...)`` under ``jax.jit`` -- today the
+  reference path, one ``lax.scan`` with the input projection hoisted out of the loop (``--fused both``
+  adds a ``fused=False`` row, for when cells have a fused kernel);
+* ``flax``: ``flax.linen.RNN(OptimizedLSTMCell(H) / GRUCell(H), time_major=True)`` under ``jax.jit``;
+* ``torch`` (only when ``import torch`` works; torch is never a dependency): ``torch.nn.LSTM / GRU``,
+  ``torch.no_grad()`` for ``fwd``, ``.backward(ct)`` for ``fwdbwd``, ``torch.set_num_threads(cores)``;
+* ``cudnn`` (only on a GPU, LSTM only): ``jax.experimental.rnn.lstm`` (cuDNN) under ``jax.jit``.
+
+All implementations compute the SAME function from the same weights: the jaxrnn parameters (random, biases
+included) are converted with ``jaxrnn.interop.to_flax`` / ``to_torch``, all read the same time-major
+``xs (T, B, D)`` (cuDNN the same array batch-major), and before any timing the outputs ``ys``, the input
+gradients ``dL/dxs`` and the recurrent-weight gradients ``dL/dW_hh`` are checked to agree (max abs
+difference, reported; an ``AssertionError`` above ``--atol``).
+
+Timing: ``--warmup`` calls after the first, then the median wall time of ``--repeats`` (>= 10 by default)
+calls, each ending in ``block_until_ready`` (torch: synchronous on CPU, ``torch.cuda.synchronize`` on a
+GPU). The implementations of one (cell, shape, mode) are timed interleaved, one call of each per round, so
+that a change of the machine's load during the measurement affects them alike. The JAX functions are
+compiled ahead of time, ``jax.jit(f).lower(*args).compile()``, on their first call (in the agreement
+check); the seconds that took are the compile time of the first call, ``compile_ms`` (with a persistent
+compilation cache, ``JAX_COMPILATION_CACHE_DIR``, reported in the header, it can be a cache hit). The
+first timed call is kept as ``first_call_ms``.
+
+FLOP count (the useful matrix-product work, elementwise gate maths not counted): one forward pass of a
+cell with ``G`` gate blocks (LSTM 4, GRU 3) is ``2 * B * T * (D + H) * G * H`` FLOPs (the input product
+``(T*B, D) @ (D, G*H)`` plus ``T`` recurrent products ``(B, H) @ (H, G*H)``); forward plus backward counts
+``3x`` that (the backward pass does two products of the same size per forward product: w.r.t. the
+weights and w.r.t. the inputs / the state). ``GFLOP/s = count / median``. The machine's matrix-product
+peak is measured on the same machine, in the same process: a jitted ``(B*T, D+H) @ (D+H, G*H)`` product
+(and, with torch, the same product in torch); ``% peak`` is relative to the jax figure.
+
+``--memory``: peak memory of BPTT (``fwdbwd``) at ``T = 10_000`` and ``100_000`` with and without
+``remat=True`` (checkpointing in ``sqrt(T)`` segments), read from XLA's compiled memory analysis
+(``jax.jit(f).lower(...).compile().memory_analysis()``: argument, output and temp bytes), not process RSS.
+Nothing is executed, so ``T = 100_000`` only costs a compilation.
+
+``--parallel``: the parallel-scan cells of ``jaxrnn.cells.parallel`` (minGRU, minLSTM, LRU; imported
+lazily, skipped with a "not available" line when the module is missing) through ``jr.unroll`` with
+``fused=True`` (the associative scan) and ``fused=False`` (their sequential ``lax.scan``), against the
+sequential ``jr.lstm`` of the same width, at ``T = 256, 1024, 4096``.
+
+Targets (issue 5; ratios measured in one run): on CPU, LSTM and GRU ``fwdbwd`` at least 2x faster than
+Flax at S, M and L (``jaxrnn / flax <= 0.5``) and no slower than torch's CPU ``nn.LSTM`` / ``nn.GRU``
+(``jaxrnn / torch <= 1.0``); on a GPU, within 1.3x of cuDNN at M (``jaxrnn / cudnn <= 1.3``). The script
+prints which are met and which are not yet, with the numbers; it does not tune anything to pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxrnn as jr
+from jaxrnn import interop
+
+__all__ = ["SHAPES", "flops", "main", "run"]
+
+#: name -> (B batch, T steps, D input, H hidden). "tiny" is for the smoke test.
+SHAPES = {
+    "tiny": (2, 5, 3, 4),
+    "S": (32, 100, 128, 256),
+    "M": (64, 200, 256, 512),
+    "L": (8, 500, 32, 128),
+}
+GATES = {"lstm": 4, "gru": 3}
+CELLS = {"lstm": lambda H: jr.lstm(H), "gru": lambda H: jr.gru(H, reset_after=True)}
+MODES = ("fwd", "fwdbwd")
+MEMORY_T = (10_000, 100_000)
+PARALLEL_T = (256, 1024, 4096)
+PARALLEL_CELLS = ("min_gru", "min_lstm", "lru")
+QUICK = dict(shapes="S,L", warmup=1, memory_shape="L", parallel_width=64, parallel_batch=4)
+
+DTYPE = jnp.float32
+
+
+def flops(cell: str, B: int, T: int, D: int, H: int, mode: str) -> int:
+    """Useful matrix-product FLOPs of one call: ``2 * B * T * (D + H) * G * H`` forward, ``x3`` fwd+bwd.
+
+    Args:
+      cell: ``"lstm"`` (``G = 4``) or ``"gru"`` (``G = 3``).
+      B, T, D, H: batch, steps, input and hidden sizes.
+      mode: ``"fwd"`` or ``"fwdbwd"``.
+    """
+    f = 2 * B * T * (D + H) * GATES[cell] * H
+    return 3 * f if mode == "fwdbwd" else f
+
+
+# --------------------------------------------------------------------------------------------------
+# timing
+
+
+def _block(x):
+    return jax.block_until_ready(x)
+
+
+def _stats(first: float, times: list) -> dict:
+    return {
+        "median_ms": 1e3 * statistics.median(times),
+        "min_ms": 1e3 * min(times),
+        "first_call_ms": 1e3 * first,
+        "repeats": len(times),
+    }
+
+
+def _time(fn: Callable[[], object], warmup: int, repeats: int, sync: Callable = _block) -> dict:
+    """First-call time, then ``warmup`` untimed calls, then the median of ``repeats`` timed calls (ms)."""
+    return _time_many({"f": (fn, sync)}, warmup, repeats)["f"]
+
+
+def _time_many(fns: dict, warmup: int, repeats: int) -> dict:
+    """:func:`_time` for several ``name: (fn, sync)`` at once, interleaved: each round calls every function
+    once (in an order rotated from round to round), so that a change in the machine's load during the
+    measurement hits all of them alike and their ratios stay fair."""
+    names = list(fns)
+    first, times = {}, {n: [] for n in names}
+    for n in names:
+        fn, sync = fns[n]
+        t0 = time.perf_counter()
+        sync(fn())
+        first[n] = time.perf_counter() - t0
+    for _ in range(warmup):
+        for n in names:
+            fn, sync = fns[n]
+            sync(fn())
+    for r in range(repeats):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            fn, sync = fns[n]
+            t0 = time.perf_counter()
+            sync(fn())
+            times[n].append(time.perf_counter() - t0)
+    return {n: _stats(first[n], times[n]) for n in names}
+
+
+def _try_torch():
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 -- torch is optional; any import failure means "absent"
+        return None
+    return torch
+
+
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+# --------------------------------------------------------------------------------------------------
+# the implementations: each gives fwd() -> (ys (T,B,H), h_T) and fwdbwd() -> (ys, dxs, dW_hh (H, G*H))
+
+
+def _params(kind: str, key, D: int, H: int) -> dict:
+    """jaxrnn params with random (not zero) biases, so that the agreement check covers every bias."""
+    cell = CELLS[kind](H)
+    params = cell.init(key, D, DTYPE)
+    keys = jax.random.split(jax.random.fold_in(key, 1), 2)
+    params["b"] = 0.1 * jax.random.normal(keys[0], params["b"].shape, DTYPE)
+    if "b_hn" in params:
+        params["b_hn"] = 0.1 * jax.random.normal(keys[1], params["b_hn"].shape, DTYPE)
+    return params
+
+
+def _jax_impl(apply: Callable, args: tuple, ct) -> dict:
+    """``apply(weights, xs) -> (ys (T,B,H), final_h)``; ``args = (weights, xs)``; jitted fwd and fwdbwd."""
+
+    def loss(w, xs):
+        ys, _ = apply(w, xs)
+        return jnp.sum(ys * ct)
+
+    fns = {"fwd": apply, "fwdbwd": jax.value_and_grad(loss, argnums=(0, 1))}
+    return _jitted(fns, args)
+
+
+def _jitted(fns: dict, args: tuple) -> dict:
+    """``fwd`` / ``fwdbwd`` callables on ``args``, each compiled ahead of time on first use by
+    ``jax.jit(f).lower(*args).compile()``; the seconds that took are kept in ``compile_s[mode]`` (the
+    compile time of the first call: tracing, lowering and XLA compilation)."""
+    compiled, compile_s = {}, {}
+
+    def call(m):
+        if m not in compiled:
+            t0 = time.perf_counter()
+            compiled[m] = jax.jit(fns[m]).lower(*args).compile()
+            compile_s[m] = time.perf_counter() - t0
+        return compiled[m](*args)
+
+    out = {m: (lambda m=m: call(m)) for m in fns}
+    out["compile_s"] = compile_s
+    out["sync"] = _block
+    return out
+
+
+def _jaxrnn(kind, params, xs, ct, fused=True):
+    cell = CELLS[kind](params["W_hh"].shape[0])
+
+    def apply(p, xs):
+        final, ys = jr.unroll(cell, p, xs, fused=fused)
+        return ys, cell.output(final)
+
+    impl = _jax_impl(apply, (params, xs), ct)
+    impl["ys"] = lambda: impl["fwd"]()[0]
+    impl["grads"] = lambda: _grads(impl["fwdbwd"](), lambda g: g["W_hh"])
+    return impl
+
+
+def _grads(out, get_whh):
+    _, (gw, gx) = out
+    return np.asarray(gx), np.asarray(get_whh(gw))
+
+
+def _flax(kind, params, xs, ct):
+    import flax.linen as nn
+
+    H = params["W_hh"].shape[0]
+    cell = nn.OptimizedLSTMCell(H, param_dtype=DTYPE) if kind == "lstm" else nn.GRUCell(H, param_dtype=DTYPE)
+    rnn = nn.RNN(cell, time_major=True, return_carry=True)
+    variables = {"params": {"cell": jax.tree.map(jnp.asarray, interop.to_flax(params, kind))}}
+
+    def apply(v, xs):
+        carry, ys = rnn.apply(v, xs)
+        return ys, (carry[1] if kind == "lstm" else carry)
+
+    impl = _jax_impl(apply, (variables, xs), ct)
+    impl["ys"] = lambda: impl["fwd"]()[0]
+    impl["grads"] = lambda: _grads(
+        impl["fwdbwd"](), lambda g: interop.from_flax(jax.tree.map(np.asarray, g), kind)["W_hh"]
+    )
+    return impl
+
+
+def _cudnn(kind, params, xs, ct):
+    """jax.experimental.rnn.lstm (cuDNN on a GPU); batch-major input ``(B, T, D)``, LSTM only."""
+    from jax.experimental import rnn as jrnn
+
+    T, B, D = xs.shape
+    H = params["W_hh"].shape[0]
+    sd = interop.to_torch(params, "lstm")
+    flat = jnp.concatenate(
+        [jnp.ravel(sd["weight_ih_l0"]), jnp.ravel(sd["weight_hh_l0"]), sd["bias_ih_l0"], sd["bias_hh_l0"]]
+    ).astype(DTYPE)
+    xs_bt = jnp.swapaxes(xs, 0, 1)
+    ct_bt = jnp.swapaxes(ct, 0, 1)
+    zeros = jnp.zeros((1, B, H), DTYPE)
+    lengths = jnp.full((B,), T, jnp.int32)
+
+    def apply(w, x):
+        y, h, _ = jrnn.lstm(x, zeros, zeros, w, lengths, D, H, 1, 0.0, False)
+        return y, h[0]
+
+    def loss(w, x):
+        return jnp.sum(apply(w, x)[0] * ct_bt)
+
+    impl = _jitted({"fwd": apply, "fwdbwd": jax.value_and_grad(loss, argnums=(0, 1))}, (flat, xs_bt))
+
+    def grads():
+        _, (gw, gx) = impl["fwdbwd"]()
+        g_hh = np.asarray(gw[4 * H * D : 4 * H * (D + H)]).reshape(4 * H, H)
+        return np.swapaxes(np.asarray(gx), 0, 1), g_hh.T
+
+    impl["ys"] = lambda: jnp.swapaxes(impl["fwd"]()[0], 0, 1)
+    impl["grads"] = grads
+    return impl
+
+
+def _torch(kind, params, xs, ct, torch):
+    dev = "cuda" if (_on_gpu() and torch.cuda.is_available()) else "cpu"
+    T, B, D = xs.shape
+    H = params["W_hh"].shape[0]
+    mod = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(D, H)
+    sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in interop.to_torch(params, kind).items()}
+    mod.load_state_dict(sd)
+    mod = mod.to(dev)
+    x = torch.from_numpy(np.array(xs, np.float32)).to(dev)
+    x_g = x.clone().requires_grad_(True)
+    c = torch.from_numpy(np.array(ct, np.float32)).to(dev)
+    sync = (lambda _: torch.cuda.synchronize()) if dev == "cuda" else (lambda _: None)
+
+    def fwd():
+        with torch.no_grad():
+            return mod(x)
+
+    def fwdbwd():
+        for p in mod.parameters():
+            p.grad = None
+        x_g.grad = None
+        ys, _ = mod(x_g)
+        ys.backward(c)
+        return ys
+
+    def grads():
+        fwdbwd()
+        g_sd = {"weight_ih_l0": mod.weight_ih_l0.grad, "weight_hh_l0": mod.weight_hh_l0.grad}
+        g_sd = {k: v.detach().cpu().numpy() for k, v in g_sd.items()}
+        g_sd.update(
+            {k: np.zeros((GATES[kind] * H,), np.float32) for k in ("bias_ih_l0", "bias_hh_l0")}
+        )  # only the weights' gradients are compared (the biases of torch are doubled)
+        return x_g.grad.cpu().numpy(), interop.from_torch(g_sd, kind)["W_hh"]
+
+    return {
+        "fwd": fwd,
+        "fwdbwd": fwdbwd,
+        "sync": sync,
+        "ys": lambda: fwd()[0].cpu().numpy(),
+        "grads": grads,
+        "device": dev,
+    }
+
+
+def _implementations(kind, params, xs, ct, fused: str, torch) -> dict:
+    impls = {}
+    if fused in ("on", "both"):
+        impls["jaxrnn"] = _jaxrnn(kind, params, xs, ct, fused=True)
+    if fused in ("off", "both"):
+        impls["jaxrnn" if fused == "off" else "jaxrnn(fused=False)"] = _jaxrnn(kind, params, xs, ct, False)
+    impls["flax"] = _flax(kind, params, xs, ct)
+    if torch is not None:
+        impls["torch"] = _torch(kind, params, xs, ct, torch)
+    if _on_gpu() and kind == "lstm":
+        impls["cudnn"] = _cudnn(kind, params, xs, ct)
+    return impls
+
+
+def _agreement(impls: dict, atol: float) -> dict:
+    """Max abs differences of ys, dL/dxs and dL/dW_hh of every implementation against jaxrnn's."""
+    names = list(impls)
+    ref = names[0]
+    ys0 = np.asarray(impls[ref]["ys"])
+    gx0, gw0 = impls[ref]["grads"]()
+    scale = max(1.0, float(np.max(np.abs(gw0))))
+    out = {}
+    for name in names[1:]:
+        ys = np.asarray(impls[name]["ys"])
+        gx, gw = impls[name]["grads"]()
+        d = {
+            "ys": float(np.max(np.abs(ys - ys0))),
+            "dxs": float(np.max(np.abs(gx - gx0))),
+            "dW_hh": float(np.max(np.abs(gw - gw0))) / scale,  # relative to the largest entry
+        }
+        out[name] = d
+        bad = {k: v for k, v in d.items() if not v <= atol}
+        if bad:
+            raise AssertionError(
+                f"bench: {name} does not compute the same function as {ref} (max abs differences "
+                f"{bad} > atol={atol}); timing them against each other would be meaningless"
+            )
+    return out
+
+
+def _matmul_peak(B, T, D, H, G, warmup, repeats, torch) -> dict:
+    """GFLOP/s of a jitted ``(B*T, D+H) @ (D+H, G*H)`` float32 product (and of the same in torch)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(7))
+    a = jax.random.normal(k1, (B * T, D + H), DTYPE)
+    b = jax.random.normal(k2, (D + H, G * H), DTYPE)
+    mm = jax.jit(jnp.matmul)
+    n = 2 * B * T * (D + H) * G * H
+    out = {"jax_gflops": n / _time(lambda: mm(a, b), warmup, repeats)["median_ms"] / 1e6}
+    if torch is not None:
+        dev = "cuda" if (_on_gpu() and torch.cuda.is_available()) else "cpu"
+        ta, tb = torch.from_numpy(np.array(a)).to(dev), torch.from_numpy(np.array(b)).to(dev)
+        sync = (lambda _: torch.cuda.synchronize()) if dev == "cuda" else (lambda _: None)
+        with torch.no_grad():
+            out["torch_gflops"] = n / _time(lambda: ta @ tb, warmup, repeats, sync)["median_ms"] / 1e6
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+
+
+def speed_section(cfg, torch, log) -> tuple[list, list, dict]:
+    rows, agreements, peaks = [], [], {}
+    for shape in cfg.shapes:
+        B, T, D, H = SHAPES[shape]
+        for kind in cfg.cells:
+            key = jax.random.PRNGKey(0)
+            k_p, k_x, k_c = jax.random.split(key, 3)
+            params = _params(kind, k_p, D, H)
+            xs = jax.random.normal(k_x, (T, B, D), DTYPE)
+            ct = jax.random.normal(k_c, (T, B, H), DTYPE)
+            impls = _implementations(kind, params, xs, ct, cfg.fused, torch)
+            for impl in impls.values():  # evaluate the lazy outputs once
+                impl["ys"] = impl["ys"]()
+            agree = _agreement(impls, cfg.atol)
+            agreements.append({"shape": shape, "cell": kind, "against": "jaxrnn", "max_abs_diff": agree})
+            log(f"  {shape} {kind}: outputs agree ({_fmt_agree(agree)})")
+            G = GATES[kind]
+            pk = (shape, G)
+            if pk not in peaks:
+                peaks[pk] = _matmul_peak(B, T, D, H, G, cfg.warmup, cfg.repeats, torch)
+            for mode in cfg.modes:
+                timed = _time_many(
+                    {n: (i[mode], i["sync"]) for n, i in impls.items()}, cfg.warmup, cfg.repeats
+                )
+                for name, impl in impls.items():
+                    r = timed[name]
+                    compile_s = impl.get("compile_s", {}).get(mode)
+                    r["compile_ms"] = None if compile_s is None else 1e3 * compile_s
+                    n = flops(kind, B, T, D, H, mode)
+                    r.update(
+                        shape=shape, B=B, T=T, D=D, H=H, cell=kind, mode=mode, impl=name,
+                        flops=n, gflops=n / r["median_ms"] / 1e6, peak_gflops=peaks[pk]["jax_gflops"],
+                    )  # fmt: skip
+                    r["pct_peak"] = 100 * r["gflops"] / r["peak_gflops"]
+                    rows.append(r)
+                    log(f"    {mode:6s} {name:20s} {r['median_ms']:9.2f} ms")
+    peaks_json = [
+        {"shape": s, "gates": g, **v} for (s, g), v in sorted(peaks.items(), key=lambda kv: str(kv[0]))
+    ]
+    return rows, agreements, peaks_json
+
+
+def memory_section(cfg, log) -> list:
+    """Compiled memory analysis of BPTT at long T, with and without remat (nothing is executed)."""
+    B, _, D, H = SHAPES[cfg.memory_shape]
+    out = []
+    for kind in cfg.cells:
+        params = _params(kind, jax.random.PRNGKey(0), D, H)
+        cell = CELLS[kind](H)
+        for T in cfg.memory_T:
+            xs = jax.ShapeDtypeStruct((T, B, D), DTYPE)
+            for remat in (False, True):
+
+                def loss(p, xs, remat=remat, cell=cell):
+                    return jnp.sum(jr.unroll(cell, p, xs, remat=remat)[1])
+
+                t0 = time.perf_counter()
+                row = {"cell": kind, "T": T, "B": B, "D": D, "H": H, "remat": remat}
+                try:
+                    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
+                    ma = compiled.memory_analysis()
+                    row["compile_s"] = time.perf_counter() - t0
+                    if ma is None:
+                        row["skipped"] = "memory_analysis() returned None on this backend"
+                    else:
+                        for f in ("temp", "argument", "output", "alias"):
+                            row[f"{f}_bytes"] = int(getattr(ma, f"{f}_size_in_bytes", 0) or 0)
+                        row["peak_bytes"] = (
+                            row["temp_bytes"]
+                            + row["argument_bytes"]
+                            + row["output_bytes"]
+                            - row["alias_bytes"]
+                        )
+                except Exception as e:  # noqa: BLE001 -- report, do not crash the whole benchmark
+                    row["skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                # the residuals BPTT must keep without remat: per step the state and the gate activations
+                row["estimate_no_remat_bytes"] = T * B * (GATES[kind] + 2) * H * 4
+                out.append(row)
+                log(f"  memory {kind} T={T} remat={remat}: {_mb(row.get('peak_bytes'))}")
+    return out
+
+
+def parallel_section(cfg, log) -> tuple[list, str | None]:
+    """Parallel-scan cells (fused associative scan and their sequential scan) against a sequential LSTM."""
+    try:
+        par = importlib.import_module("jaxrnn.cells.parallel")
+    except Exception as e:  # noqa: BLE001 -- the module may not exist yet
+        return [], f"jaxrnn.cells.parallel not available ({type(e).__name__}: {e})"
+    B, H = cfg.parallel_batch, cfg.parallel_width
+    D = H
+    rows = []
+    candidates = [("lstm", jr.lstm, (False,))] + [
+        (n, getattr(par, n, None), (True, False)) for n in PARALLEL_CELLS
+    ]
+    for T in cfg.parallel_T:
+        k_x, k_c = jax.random.split(jax.random.PRNGKey(T))
+        xs = jax.random.normal(k_x, (T, B, D), DTYPE)
+        for name, factory, fused_opts in candidates:
+            if factory is None:
+                rows.append({"cell": name, "T": T, "skipped": "not available in jaxrnn.cells.parallel"})
+                continue
+            try:
+                cell = factory(H)
+                params = cell.init(jax.random.PRNGKey(0), D, DTYPE)
+            except Exception as e:  # noqa: BLE001
+                rows.append({"cell": name, "T": T, "skipped": f"{type(e).__name__}: {e}"})
+                continue
+            ys0 = jax.eval_shape(lambda p, x, c=cell: jr.unroll(c, p, x)[1], params, xs)
+            ct = jax.random.normal(k_c, ys0.shape, jnp.float32).astype(ys0.dtype)
+            for fused in fused_opts:
+
+                def apply(p, x, c=cell, f=fused):
+                    final, ys = jr.unroll(c, p, x, fused=f)
+                    return ys, final
+
+                impl = _jax_impl(apply, (params, xs), ct)
+                for mode in cfg.modes:
+                    r = _time(impl[mode], cfg.warmup, cfg.repeats)
+                    r["compile_ms"] = 1e3 * impl["compile_s"][mode]
+                    scan = "associative" if fused and cell.kernel is not None else "sequential"
+                    r.update(cell=name, T=T, B=B, D=D, H=H, mode=mode, fused=fused, scan=scan)
+                    rows.append(r)
+                    log(f"  parallel T={T} {name} fused={fused} {mode}: {r['median_ms']:.2f} ms")
+    return rows, None
+
+
+# --------------------------------------------------------------------------------------------------
+# targets and tables
+
+
+def targets(rows: list, on_gpu: bool) -> list:
+    """Each issue-5 target with its measured ratio and ``met`` / ``not yet`` / ``not measured``."""
+    t = {(r["shape"], r["cell"], r["mode"], r["impl"]): r["median_ms"] for r in rows}
+    out = []
+
+    def add(what, shape, kind, other, limit):
+        a, b = t.get((shape, kind, "fwdbwd", "jaxrnn")), t.get((shape, kind, "fwdbwd", other))
+        ratio = None if a is None or b is None else a / b
+        status = "not measured" if ratio is None else ("met" if ratio <= limit else "not yet")
+        out.append({"target": what, "shape": shape, "cell": kind, "against": other, "limit": limit,
+                    "ratio": ratio, "status": status})  # fmt: skip
+
+    for kind in ("lstm", "gru"):
+        if on_gpu:
+            add(
+                "GPU fwd+bwd within 1.3x of cuDNN at M",
+                "M",
+                kind,
+                "cudnn" if kind == "lstm" else "torch",
+                1.3,
+            )
+        else:
+            for shape in ("S", "M", "L"):
+                add("CPU fwd+bwd >= 2x faster than Flax", shape, kind, "flax", 0.5)
+            for shape in ("S", "M", "L"):
+                add("CPU fwd+bwd no slower than torch", shape, kind, "torch", 1.0)
+    return out
+
+
+def _mb(b):
+    return "-" if b is None else f"{b / 2**20:,.1f} MiB"
+
+
+def _fmt_agree(a: dict) -> str:
+    return "; ".join(f"{k}: " + ", ".join(f"{m} {v:.1e}" for m, v in d.items()) for k, d in a.items())
+
+
+def _table(head: Sequence[str], body: list) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def report(result: dict) -> str:
+    m = result["meta"]
+    parts = [
+        "# jaxrnn benchmark",
+        "",
+        f"device: **{m['device_kind']}** ({m['backend']}, {m['cpu_count']} CPU cores, {m['platform']}); "
+        f"jax {m['jax']}, flax {m['flax']}, torch {m['torch'] or 'absent'}"
+        + (f" ({m['torch_threads']} threads)" if m["torch"] else "")
+        + f"; load average before {m['loadavg_before']}, after {m.get('loadavg_after')}",
+        f"median of {m['repeats']} calls after 1 + {m['warmup']} warm-up calls; float32; "
+        f"jaxrnn path: {m['jaxrnn_path']}",
+        f"command: `{m['command']}`"
+        + (
+            f"; JAX_COMPILATION_CACHE_DIR={m['jax_compilation_cache_dir']}"
+            if m["jax_compilation_cache_dir"]
+            else ""
+        ),
+        "",
+    ]
+    rows = result["speed"]
+    if rows:
+        peaks = {(p["shape"], p["gates"]): p for p in result["matmul_peak"]}
+        parts += ["## Speed (median ms; ratio < 1 means jaxrnn is faster)", ""]
+        t = {(r["shape"], r["cell"], r["mode"], r["impl"]): r for r in rows}
+        impls = list(dict.fromkeys(r["impl"] for r in rows))
+        others = [i for i in impls if i != "jaxrnn"]
+        head = ["shape", "cell", "mode"] + [f"{i} ms" for i in impls] + [f"jaxrnn/{o}" for o in others]
+        head += [f"{i} GFLOP/s" for i in impls] + ["matmul peak GFLOP/s (jax/torch)"]
+        body = []
+        for shape, kind, mode in dict.fromkeys((r["shape"], r["cell"], r["mode"]) for r in rows):
+            get = lambda i, f: t.get((shape, kind, mode, i), {}).get(f)  # noqa: B023
+            j = get("jaxrnn", "median_ms")
+            row = [shape, kind, mode] + [_f(get(i, "median_ms")) for i in impls]
+            row += [_f(j / get(o, "median_ms"), 2) if j and get(o, "median_ms") else "-" for o in others]
+            row += [f"{get(i, 'gflops'):.3g} ({get(i, 'pct_peak'):.0f}%)" if get(i, "gflops") else "-"
+                    for i in impls]  # fmt: skip
+            p = peaks.get((shape, GATES[kind]), {})
+            row.append(
+                f"{p.get('jax_gflops', 0):.3g} / "
+                + (f"{p['torch_gflops']:.3g}" if "torch_gflops" in p else "-")
+            )
+            body.append(row)
+        parts += [_table(head, body), ""]
+        parts += ["## Compile time of the first call (jit + lower + compile, ms; torch: none)", ""]
+        head = ["shape", "cell", "mode"] + [f"{i} compile ms" for i in impls]
+        body = []
+        for shape, kind, mode in dict.fromkeys((r["shape"], r["cell"], r["mode"]) for r in rows):
+            row = [shape, kind, mode]
+            for i in impls:
+                r = t.get((shape, kind, mode, i))
+                row.append("-" if r is None or r["compile_ms"] is None else f"{r['compile_ms']:.0f}")
+            body.append(row)
+        parts += [_table(head, body), ""]
+        parts += [
+            "## Agreement before timing (max abs diff vs jaxrnn; dW_hh relative to its largest entry)",
+            "",
+        ]
+        body = [[a["shape"], a["cell"], _fmt_agree(a["max_abs_diff"])] for a in result["agreement"]]
+        parts += [_table(["shape", "cell", "ys / dxs / dW_hh"], body), ""]
+        parts += ["## Targets (issue 5)", ""]
+        body = [
+            [g["target"], g["shape"], g["cell"], f"jaxrnn/{g['against']} <= {g['limit']}",
+             _f(g["ratio"], 2), g["status"]]
+            for g in result["targets"]
+        ]  # fmt: skip
+        parts += [_table(["target", "shape", "cell", "criterion", "measured ratio", "status"], body), ""]
+    if result.get("memory") is not None:
+        parts += ["## BPTT peak memory (XLA compiled memory analysis of jax.grad; not executed)", ""]
+        body = []
+        for r in result["memory"]:
+            sizes = [_mb(r.get(f"{f}_bytes")) for f in ("argument", "output", "temp", "peak")]
+            comp = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+            widths = f"B{r['B']} D{r['D']} H{r['H']}"
+            est = _mb(r["estimate_no_remat_bytes"])
+            body.append([r["cell"], widths, r["T"], r["remat"], *sizes, est, comp, r.get("skipped", "")])
+        head = ["cell", "widths", "T", "remat", "argument", "output", "temp", "arg+out+temp-alias"]
+        head += ["no-remat residuals >= T*B*(G+2)*H*4", "compile s", "note"]
+        parts += [_table(head, body), ""]
+    if result.get("parallel") is not None:
+        parts += ["## Parallel-scan cells vs a sequential LSTM of the same width", ""]
+        if result.get("parallel_note"):
+            parts += [f"skipped: {result['parallel_note']}", ""]
+        else:
+            body = []
+            for r in result["parallel"]:
+                if "skipped" in r:
+                    body.append([r["T"], r["cell"], "-", "-", "-", f"skipped: {r['skipped']}"])
+                else:
+                    body.append([r["T"], r["cell"], r["scan"], r["mode"], _f(r["median_ms"]),
+                                 f"B{r['B']} D{r['D']} H{r['H']}"])  # fmt: skip
+            parts += [_table(["T", "cell", "scan", "mode", "median ms", "widths"], body), ""]
+    return "\n".join(parts)
+
+
+def _f(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _csv(allowed: Sequence[str], what: str):
+    def parse(s: str) -> list[str]:
+        items = [i.strip() for i in s.split(",") if i.strip()]
+        bad = [i for i in items if i not in allowed]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"{what} must be a comma list of {list(allowed)}; got {s!r}")
+        return items
+
+    return parse
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        out = [int(i) for i in s.split(",") if i.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive ints; got {s!r}")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.bench",
+        description="jaxrnn LSTM/GRU speed against Flax linen, torch (if importable) and cuDNN (on a GPU); "
+        "see the module docstring for the FLOP count and the targets.",
+    )
+    p.add_argument("--shapes", type=_csv(list(SHAPES), "--shapes"), default=None,
+                   help="comma list of S (B32 T100 D128 H256), M (B64 T200 D256 H512), L (B8 T500 D32 H128); "
+                   "default S,M,L (--quick: S,L)")  # fmt: skip
+    p.add_argument("--cells", type=_csv(list(CELLS), "--cells"), default=["lstm", "gru"])
+    p.add_argument("--modes", type=_csv(MODES, "--modes"), default=list(MODES))
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per median (default 10)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed calls after the first (default 3; --quick 1)"
+    )
+    p.add_argument("--quick", action="store_true", help="a 2-core CPU preset: shapes S,L, 1 warm-up call, "
+                   "smaller --memory / --parallel widths")  # fmt: skip
+    p.add_argument(
+        "--fused",
+        choices=("on", "off", "both"),
+        default="on",
+        help="jaxrnn's unroll(fused=...): on (default path), off (reference scan), both (two rows)",
+    )
+    p.add_argument("--memory", action="store_true", help="the BPTT peak-memory section (T=10k, 100k)")
+    p.add_argument("--memory-T", type=_ints, default=list(MEMORY_T), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--memory-shape",
+        choices=list(SHAPES),
+        default=None,
+        help="widths B, D, H of the memory section (default L; --quick L)",
+    )
+    p.add_argument("--parallel", action="store_true", help="the parallel-scan section (T=256, 1024, 4096)")
+    p.add_argument("--parallel-T", type=_ints, default=list(PARALLEL_T), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--parallel-width", type=int, default=None, help="H = D of the parallel section (default 128)"
+    )
+    p.add_argument("--parallel-batch", type=int, default=None, help="B of the parallel section (default 8)")
+    p.add_argument("--no-speed", action="store_true", help="skip the main speed table")
+    p.add_argument("--no-torch", action="store_true", help="do not import torch even if it is installed")
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="torch.set_num_threads (default: all cores)"
+    )
+    p.add_argument(
+        "--atol", type=float, default=None, help="agreement tolerance (default 1e-4 CPU, 2e-2 GPU)"
+    )
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (the tables are still printed)")
+    return p
+
+
+def run(argv=None) -> dict:
+    """Parse ``argv``, run the requested sections and return the result dict (also written to ``--json``)."""
+    cfg = parser().parse_args(argv)
+    if cfg.repeats < 1:
+        raise SystemExit("bench: --repeats must be >= 1")
+    q = QUICK if cfg.quick else {}
+    cfg.shapes = cfg.shapes or q.get("shapes", "S,M,L").split(",")
+    cfg.warmup = cfg.warmup if cfg.warmup is not None else q.get("warmup", 3)
+    cfg.memory_shape = cfg.memory_shape or q.get("memory_shape", "L")
+    cfg.memory_T = cfg.memory_T
+    cfg.parallel_width = cfg.parallel_width or q.get("parallel_width", 128)
+    cfg.parallel_batch = cfg.parallel_batch or q.get("parallel_batch", 8)
+    cfg.atol = cfg.atol if cfg.atol is not None else (2e-2 if _on_gpu() else 1e-4)
+    log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    import flax
+
+    torch = None if cfg.no_torch else _try_torch()
+    if torch is not None:
+        torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
+    cell0 = CELLS[cfg.cells[0]](4)
+    meta = {
+        "device_kind": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "jaxrnn_path": (
+            f"fused={cfg.fused}; cells have a fused kernel: {cell0.kernel is not None} "
+            "(without one, unroll runs the reference lax.scan with the input projection hoisted)"
+        ),
+        "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
+        "loadavg_before": _loadavg(),
+        "command": "python -m experiments.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "flop_count": "fwd: 2*B*T*(D+H)*G*H (G=4 LSTM, 3 GRU); fwdbwd: 3x fwd",
+    }
+    log(f"bench: {meta['device_kind']} ({meta['backend']}), torch {meta['torch']}")
+    result = {"meta": meta, "speed": [], "agreement": [], "matmul_peak": [], "targets": []}
+    if not cfg.no_speed:
+        rows, agree, peaks = speed_section(cfg, torch, log)
+        result.update(speed=rows, agreement=agree, matmul_peak=peaks, targets=targets(rows, _on_gpu()))
+    if cfg.memory:
+        result["memory"] = memory_section(cfg, log)
+    if cfg.parallel:
+        result["parallel"], result["parallel_note"] = parallel_section(cfg, log)
+    meta["loadavg_after"] = _loadavg()
+    result["markdown"] = report(result)
+    if cfg.json:
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.json)), exist_ok=True)
+        with open(cfg.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def main(argv=None) -> dict:
+    result = run(argv)
+    print(result["markdown"])
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""experiments/bench.py at tiny shapes: JSON structure, agreement of the implementations, targets."""
+
+import contextlib
+import importlib.util
+import io
+import json
+
+import numpy as np
+import pytest
+
+from experiments import bench
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    argv = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--json", str(path), "--quiet"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = bench.main(argv)
+    return result, json.loads(path.read_text()), out.getvalue()
+
+
+def test_flop_count_by_hand():
+    # LSTM: input product (T*B, D) @ (D, 4H) and T products (B, H) @ (H, 4H), 2 FLOPs per multiply-add
+    B, T, D, H = 3, 5, 7, 11
+    by_hand = 2 * (T * B) * D * 4 * H + T * 2 * B * H * 4 * H
+    assert bench.flops("lstm", B, T, D, H, "fwd") == by_hand
+    assert bench.flops("lstm", B, T, D, H, "fwdbwd") == 3 * by_hand
+    assert bench.flops("gru", B, T, D, H, "fwd") == by_hand * 3 // 4
+
+
+def test_json_structure_and_meta(tiny):
+    result, saved, out = tiny
+    assert set(saved) >= {"meta", "speed", "agreement", "matmul_peak", "targets", "markdown"}
+    assert "memory" not in saved and "parallel" not in saved  # sections only when asked for
+    meta = saved["meta"]
+    assert meta["device_kind"] and meta["jax"] and meta["flax"]
+    assert (meta["torch"] is not None) == HAS_TORCH
+    assert meta["repeats"] == 2 and len(meta["loadavg_before"]) == 3
+    impls = {"jaxrnn", "flax"} | ({"torch"} if HAS_TORCH else set())
+    if meta["backend"] == "gpu":
+        impls.add("cudnn")
+    got = {(r["cell"], r["mode"], r["impl"]) for r in saved["speed"]}
+    want = {(c, m, i) for c in ("lstm", "gru") for m in ("fwd", "fwdbwd") for i in impls}
+    if "cudnn" in impls:
+        want -= {("gru", m, "cudnn") for m in ("fwd", "fwdbwd")}
+    assert got == want
+    for r in saved["speed"]:
+        assert r["shape"] == "tiny" and (r["B"], r["T"], r["D"], r["H"]) == bench.SHAPES["tiny"]
+        assert 0 < r["min_ms"] <= r["median_ms"] and r["repeats"] == 2
+        assert r["flops"] == bench.flops(r["cell"], r["B"], r["T"], r["D"], r["H"], r["mode"])
+        assert r["gflops"] == pytest.approx(r["flops"] / (r["median_ms"] * 1e6))
+        assert (r["compile_ms"] is None) == (r["impl"] == "torch")
+    assert {p["gates"] for p in saved["matmul_peak"]} == {3, 4}
+    assert all(p["jax_gflops"] > 0 for p in saved["matmul_peak"])
+    # the markdown printed is the one saved, and names the device
+    assert out.strip() == saved["markdown"].strip() == result["markdown"].strip()
+    assert meta["device_kind"] in out and "| tiny | lstm | fwdbwd |" in out
+
+
+def test_implementations_agree(tiny):
+    _, saved, _ = tiny
+    assert {a["cell"] for a in saved["agreement"]} == {"lstm", "gru"}
+    for a in saved["agreement"]:
+        others = {"flax"} | ({"torch"} if HAS_TORCH else set())
+        assert set(a["max_abs_diff"]) >= others
+        for diffs in a["max_abs_diff"].values():
+            assert set(diffs) == {"ys", "dxs", "dW_hh"}
+            assert max(diffs.values()) < 1e-5
+
+
+def test_targets_not_measured_at_tiny_shapes(tiny):
+    _, saved, _ = tiny
+    assert saved["targets"] and all(t["status"] == "not measured" for t in saved["targets"])
+
+
+def test_memory_section():
+    argv = ["--no-speed", "--cells", "lstm", "--memory", "--memory-T", "12,48", "--no-torch", "--quiet"]
+    result = bench.run(argv)
+    rows = result["memory"]
+    assert [(r["cell"], r["T"], r["remat"]) for r in rows] == [
+        ("lstm", T, m) for T in (12, 48) for m in (False, True)
+    ]
+    assert result["speed"] == [] and "BPTT peak memory" in result["markdown"]
+    for r in rows:
+        if "skipped" in r:  # a backend without memory analysis
+            continue
+        assert r["peak_bytes"] == r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
+        assert r["argument_bytes"] > 0 and r["temp_bytes"] >= 0
+        assert (r["B"], r["D"], r["H"]) == tuple(bench.SHAPES["L"][i] for i in (0, 2, 3))
+    temp = {(r["T"], r["remat"]): r.get("temp_bytes") for r in rows}
+    if None not in temp.values():  # without remat the BPTT residuals grow with T
+        assert temp[(48, False)] > temp[(12, False)]
+
+
+def test_targets_status():
+    def row(shape, cell, impl, ms):
+        return {"shape": shape, "cell": cell, "mode": "fwdbwd", "impl": impl, "median_ms": ms}
+
+    rows = [row("S", "lstm", "jaxrnn", 10.0), row("S", "lstm", "flax", 30.0), row("S", "lstm", "torch", 8.0)]
+    rows += [row("M", "lstm", "jaxrnn", 10.0), row("M", "lstm", "flax", 15.0)]
+    got = {
+        (t["shape"], t["cell"], t["against"]): (t["status"], t["ratio"]) for t in bench.targets(rows, False)
+    }
+    assert got[("S", "lstm", "flax")] == ("met", pytest.approx(1 / 3))
+    assert got[("S", "lstm", "torch")] == ("not yet", pytest.approx(1.25))
+    assert got[("M", "lstm", "flax")] == ("not yet", pytest.approx(2 / 3))
+    assert got[("M", "lstm", "torch")] == ("not measured", None)
+    assert got[("L", "gru", "flax")] == ("not measured", None)
+    gpu = bench.targets([row("M", "lstm", "jaxrnn", 12.0), row("M", "lstm", "cudnn", 10.0)], True)
+    assert [(t["cell"], t["against"], t["status"]) for t in gpu] == [
+        ("lstm", "cudnn", "met"),
+        ("gru", "torch", "not measured"),
+    ]
+
+
+def test_disagreeing_weights_are_caught(monkeypatch):
+    real = bench.interop.to_flax
+
+    def perturbed(params, kind):
+        p = real(params, kind)
+        p["hi"]["bias"] = np.asarray(p["hi"]["bias"]) + 1e-2
+        return p
+
+    monkeypatch.setattr(bench.interop, "to_flax", perturbed)
+    argv = [
+        "--shapes",
+        "tiny",
+        "--cells",
+        "lstm",
+        "--modes",
+        "fwd",
+        "--repeats",
+        "1",
+        "--no-torch",
+        "--quiet",
+    ]
+    with pytest.raises(AssertionError, match="flax does not compute the same function"):
+        bench.run(argv)
+
+
+def test_parallel_section_reports_missing_module(monkeypatch):
+    def missing(name, *a, **k):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(bench.importlib, "import_module", missing)
+    result = bench.run(["--no-speed", "--parallel", "--quiet", "--no-torch"])
+    assert result["parallel"] == [] and "not available" in result["parallel_note"]
+    assert "skipped: jaxrnn.cells.parallel not available" in result["markdown"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--shapes", "X"], ["--cells", "lstm,rnn"], ["--modes", "bwd"], ["--memory-T", "0"], ["--fused", "yes"]],
+)
+def test_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit):
+        bench.parser().parse_args(argv)
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_names_the_options(capsys):
+    with pytest.raises(SystemExit):
+        bench.parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for opt in (
+        "--shapes",
+        "--cells",
+        "--modes",
+        "--repeats",
+        "--warmup",
+        "--quick",
+        "--memory",
+        "--parallel",
+    ):
+        assert opt in text
