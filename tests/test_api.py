@@ -58,6 +58,21 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
 SHAPE = re.compile(r"\((\*batch|T|B|I|H|N|F|n|in|max_steps|\d*H)\b[^)]*\)")
 
 
+# the public modules (their __all__ is checked for docstrings)
+MODULES = (
+    jr,
+    jr.initializers,
+    jr.interop,
+    jr.cells,
+    jr.diagnostics,
+    jr.truncation,
+    jr.regularisers,
+    jr.optim,
+    jr.losses,
+    jr.second_order,
+)
+
+
 def test_all_is_the_contract():
     assert set(jr.__all__) == CONTRACT
     for name in jr.__all__:
@@ -65,18 +80,7 @@ def test_all_is_the_contract():
 
 
 def _public_functions():
-    for mod in (
-        jr,
-        jr.initializers,
-        jr.interop,
-        jr.cells,
-        jr.diagnostics,
-        jr.truncation,
-        jr.regularisers,
-        jr.optim,
-        jr.losses,
-        jr.second_order,
-    ):
+    for mod in MODULES:
         for name in mod.__all__:
             obj = getattr(mod, name)
             if not inspect.ismodule(obj):
@@ -100,18 +104,6 @@ def test_every_public_name_has_a_docstring_with_shapes():
 
 
 def test_modules_have_docstrings():
-    for mod in (
-        jr,
-        jr.initializers,
-        jr.interop,
-        jr.cells,
-        jr.diagnostics,
-        jr.truncation,
-        jr.regularisers,
-        jr.optim,
-        jr.losses,
-        jr.second_order,
-        jr.unroll.__module__,
-    ):
+    for mod in (*MODULES, jr.unroll.__module__):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])
         assert inspect.getdoc(mod), mod.__name__
