@@ -10,9 +10,10 @@ What is measured, for each cell (``lstm``, ``gru``), shape and mode (``fwd``: th
 pass; ``fwdbwd``: forward plus the BPTT gradient with respect to the weights and the inputs of the loss
 ``sum(ys * ct)`` with a fixed random cotangent ``ct``):
 
-* ``jaxrnn``: ``jr.unroll(jr.lstm(H) / jr.gru(H), params, xs, fused=...)`` under ``jax.jit`` -- today the
-  reference path, one ``lax.scan`` with the input projection hoisted out of the loop (``--fused both``
-  adds a ``fused=False`` row, for when cells have a fused kernel);
+* ``jaxrnn``: ``jr.unroll(jr.lstm(H) / jr.gru(H), params, xs)`` under ``jax.jit`` -- the fused kernel of
+  :mod:`jaxrnn.kernels` (input projection hoisted, a lean linear tangent scan whose transpose is the BPTT
+  chain, the weight gradients one matrix product each); ``--fused both`` adds a ``fused=False`` row, the
+  reference ``lax.scan`` that JAX differentiates;
 * ``flax``: ``flax.linen.RNN(OptimizedLSTMCell(H) / GRUCell(H), time_major=True)`` under ``jax.jit``;
 * ``torch`` (only when ``import torch`` works; torch is never a dependency): ``torch.nn.LSTM / GRU``,
   ``torch.no_grad()`` for ``fwd``, ``.backward(ct)`` for ``fwdbwd``, ``torch.set_num_threads(cores)``;
@@ -768,7 +769,7 @@ def run(argv=None) -> dict:
         "warmup": cfg.warmup,
         "jaxrnn_path": (
             f"fused={cfg.fused}; cells have a fused kernel: {cell0.kernel is not None} "
-            "(without one, unroll runs the reference lax.scan with the input projection hoisted)"
+            "(without one, or with fused=off, unroll runs the reference lax.scan)"
         ),
         "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR"),
         "loadavg_before": _loadavg(),

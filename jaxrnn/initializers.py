@@ -54,7 +54,6 @@ he_normal = _jinit.he_normal
 he_uniform = _jinit.he_uniform
 lecun_normal = _jinit.lecun_normal
 lecun_uniform = _jinit.lecun_uniform
-orthogonal = _jinit.orthogonal
 zeros = _jinit.zeros
 constant = _jinit.constant
 
@@ -110,6 +109,21 @@ def identity(gain: float = 1.0) -> Initializer:
         del key
         n = _square("identity", shape)
         return gain * jnp.eye(n, dtype=dtype)
+
+    return init
+
+
+def orthogonal(scale=1.0, column_axis: int = -1) -> Initializer:
+    """``jax.nn.initializers.orthogonal``: a ``(in, out)`` matrix with orthonormal columns (or rows, when
+    ``in < out``), the Q of a QR of a Gaussian matrix, times ``scale``. Also for half precision:
+    bfloat16 / float16 matrices are drawn in float32 and rounded (LAPACK has no half-precision QR)."""
+    base = _jinit.orthogonal(scale, column_axis)
+
+    def init(key, shape, dtype=jnp.float32):
+        dtype = jnp.dtype(dtype)
+        if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+            return base(key, shape, jnp.float32).astype(dtype)
+        return base(key, shape, dtype)
 
     return init
 

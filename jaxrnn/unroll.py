@@ -193,13 +193,17 @@ def _where(mask, a, b):
     return jax.tree.map(lambda x, y: jnp.where(_bcast(mask, x), x, y), a, b)
 
 
-def _scan(body, carry, seq, T: int, *, reverse: bool, unroll: int, remat):
-    """``lax.scan(body, carry, seq)``, or the same in sqrt(T) checkpointed segments for remat."""
+def _scan(body, carry, seq, T: int, *, reverse: bool, unroll: int, remat, prepare=lambda seq: seq):
+    """``lax.scan(body, carry, prepare(seq))``, or the same in sqrt(T) checkpointed segments for remat.
+
+    ``prepare`` maps the scanned inputs to what ``body`` reads (the input projection): with
+    ``remat=True`` it runs inside each checkpointed segment, so that its ``(T, ...)`` result is never
+    stored whole, only recomputed a segment at a time in the backward pass."""
     if remat is False or remat is None:
-        return jax.lax.scan(body, carry, seq, length=T, reverse=reverse, unroll=unroll)
+        return jax.lax.scan(body, carry, prepare(seq), length=T, reverse=reverse, unroll=unroll)
     if callable(remat):  # a checkpoint policy: recompute each step, saving what the policy allows
         step = jax.checkpoint(body, policy=remat, prevent_cse=False)
-        return jax.lax.scan(step, carry, seq, length=T, reverse=reverse, unroll=unroll)
+        return jax.lax.scan(step, carry, prepare(seq), length=T, reverse=reverse, unroll=unroll)
     # remat=True: K segments of S ~ sqrt(T) steps. Only the K segment-boundary carries are stored
     # in the forward pass; each segment is recomputed (and its S steps' residuals stored) in the
     # backward pass. Memory O(sqrt(T)) instead of O(T), for one extra forward pass.
@@ -208,7 +212,7 @@ def _scan(body, carry, seq, T: int, *, reverse: bool, unroll: int, remat):
     pad = K * S - T
 
     def segment(c, seg):
-        return jax.lax.scan(body, c, seg, length=S, reverse=reverse, unroll=unroll)
+        return jax.lax.scan(body, c, prepare(seg), length=S, reverse=reverse, unroll=unroll)
 
     def fold(x):
         x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)) if pad else x
@@ -257,8 +261,9 @@ def unroll(
 
     For cells with an input projection (every built-in cell) ``cell.project(params, xs)`` is
     applied to all ``T`` steps at once -- one ``(T * B, I) @ (I, G * H)`` matrix product -- before
-    the scan; the scanned body only does the recurrent part ``cell.recur``. The result is the same
-    as stepping with ``cell.step``.
+    the scan (with ``remat=True``, inside each checkpointed segment, so that the ``(T, B, G * H)``
+    projection is never stored whole); the scanned body only does the recurrent part ``cell.recur``.
+    The result is the same as stepping with ``cell.step``.
 
     Args:
       cell: a :class:`~jaxrnn.Cell`.
@@ -336,7 +341,6 @@ def unroll(
 
     if not isinstance(fused, bool):
         raise TypeError(f"{fn}: fused must be a bool; got {fused!r}")
-    px = cell.project(params, xs)
     kernel = cell.kernel
     if (
         fused
@@ -346,7 +350,8 @@ def unroll(
         and probes is None
         and (remat is False or remat is None)
     ):
-        out = kernel.apply(params, carry, px, lengths=lengths, reverse=reverse)
+        px = cell.project(params, xs)
+        out = kernel.apply(params, carry, px, lengths=lengths, reverse=reverse, unroll=unroll)
         if out is not None:
             final, states = out
             ys = cell.output(states)
@@ -355,7 +360,7 @@ def unroll(
                 ys = jax.tree.map(lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), ys)
             return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
 
-    seq = {"x": px}
+    seq = {"x": xs}  # projected by _scan: all at once, or segment by segment inside remat=True
     if lengths is not None:
         seq["t"] = jnp.arange(T)
     if probes is not None:
@@ -385,7 +390,10 @@ def unroll(
             lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), y
         )
 
-    final, ys = _scan(body, carry, seq, T, reverse=reverse, unroll=unroll, remat=remat)
+    def project(seq):
+        return {**seq, "x": cell.project(params, seq["x"])}
+
+    final, ys = _scan(body, carry, seq, T, reverse=reverse, unroll=unroll, remat=remat, prepare=project)
     return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
 
 

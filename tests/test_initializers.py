@@ -156,6 +156,10 @@ def test_get_by_name_gives_the_default_initialiser(key):
     np.testing.assert_array_equal(inits.get("zeros")(key, shape, F32), np.zeros(shape, np.float32))
     q = np.asarray(inits.get("orthogonal")(key, shape, F64))
     np.testing.assert_allclose(q.T @ q, np.eye(N), atol=1e-12)
+    # half precision: drawn in float32 (no LAPACK QR in bfloat16) and rounded
+    half = inits.orthogonal(2.0)(key, shape, jnp.bfloat16)
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(half, inits.orthogonal(2.0)(key, shape, F32).astype(jnp.bfloat16))
 
 
 def test_get_callable_and_bad_names():

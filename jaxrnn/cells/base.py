@@ -91,7 +91,7 @@ class SequenceKernel(NamedTuple):
 
     * ``recur``: the ``cell.recur`` it computes; ``unroll`` uses the kernel only while
       ``cell.recur is kernel.recur``.
-    * ``apply(params, carry, px, *, lengths, reverse) -> (final, states) | None``: ``px`` is
+    * ``apply(params, carry, px, *, lengths, reverse, unroll) -> (final, states) | None``: ``px`` is
       ``cell.project(params, xs)`` with time first, ``(T, *batch, ...)``; ``states`` the carry after every
       step, leaves ``(T, *batch, ...)`` (any value on padding steps ``t >= lengths``, which ``unroll``
       masks); ``final`` the carry after each sequence's last valid step (the initial carry for length 0),

@@ -16,6 +16,7 @@ from jaxrnn.cells.base import (
     resolve_inits,
 )
 from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.kernels import gru_kernel
 
 __all__ = ["gru", "mgu"]
 
@@ -60,6 +61,8 @@ def gru(
     slices, ``b_in`` on the n slice) and, with ``reset_after``, ``b_hn (H,)``, which cannot be merged
     into ``b`` because it sits inside ``r * (...)``. Carry and output: ``h (*batch, H)``. Seed 003 names
     the update gate ``u`` and writes ``h_t = u h_{t-1} + (1 - u) h~_t``: the same cell with ``u = z``.
+    :func:`jaxrnn.unroll` runs the ``reset_after=True`` form with the fused kernel of
+    :mod:`jaxrnn.kernels`.
     """
     hidden_size = positive_int(hidden_size, "gru: hidden_size")
     k_init, r_init, b_init = resolve_inits("gru", kernel_init, recurrent_init, bias_init)
@@ -98,6 +101,7 @@ def gru(
         affine_input,
         recur,
         lambda h: h,
+        kernel=gru_kernel(reset_after=reset_after),
         reset_after=reset_after,
         **masked_hparams,
     )

@@ -21,6 +21,7 @@ from jaxrnn.cells.base import (
     activation as get_activation,
 )
 from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.kernels import lstm_kernel
 
 __all__ = ["lstm", "lstm1997"]
 
@@ -69,6 +70,8 @@ def lstm(
     ``p_i, p_f, p_o (H,)`` (zeros at init). The carry is :class:`LSTMState` ``(h, c)``, the output
     ``h (*batch, H)``.
 
+    :func:`jaxrnn.unroll` runs it with the fused kernel of :mod:`jaxrnn.kernels` (not with peepholes).
+
     ``forget_bias`` (default 1.0, seed 004; Gers et al. 2000, Jozefowicz et al. 2015) is *added to the
     f-slice of b at init*; the forward pass has no hidden constant, so parameters converted from
     PyTorch or Flax behave exactly as there.
@@ -107,6 +110,7 @@ def lstm(
         affine_input,
         recur,
         lambda s: s.h,
+        kernel=lstm_kernel(LSTMState, peepholes=peepholes),
         forget_bias=forget_bias,
         peepholes=peepholes,
         **masked_hparams,

@@ -122,7 +122,7 @@ def _gated_kernel(coefficients, log_coefficients):
     ``coefficients(px) -> (a, b)`` in linear space; ``log_coefficients(px) -> (log a, log b)`` or None.
     """
 
-    def apply(params, carry, px, *, lengths, reverse):
+    def apply(params, carry, px, *, lengths, reverse, unroll=1):  # no loop to unroll
         del params
         dt = _compute_dtype(px.dtype, carry.dtype)
         px = px.astype(dt)
@@ -427,7 +427,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         im = l_re * s.im + l_im * s.re + u_im
         return LRUState(re, im, readout(params, re, im, dx))
 
-    def apply(params, carry, px, *, lengths, reverse):
+    def apply(params, carry, px, *, lengths, reverse, unroll=1):  # no loop to unroll
         u_re, u_im, dx = px
         dt = _compute_dtype(u_re.dtype, carry.re.dtype)
         cdt = jnp.result_type(dt, jnp.complex64)

@@ -19,6 +19,7 @@ from jaxrnn.cells.base import (
     activation as get_activation,
 )
 from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.kernels import elman_kernel
 
 __all__ = ["accumulator", "ctrnn", "elman", "irnn", "np_rnn"]
 
@@ -80,6 +81,7 @@ def elman(
         affine_input,
         recur,
         lambda h: h,
+        kernel=elman_kernel(activation),
         activation=activation,
         **masked_hparams,
     )

@@ -1,0 +1,374 @@
+"""Fused whole-sequence kernels for the LSTM, the GRU and the Elman family.
+
+The reference :func:`jaxrnn.unroll` scans ``cell.recur`` and lets JAX differentiate the scan. That
+works for every cell and every transform, but its backward pass accumulates the recurrent weight
+gradient inside the loop, ``dW += h_{t-1}^T @ dA_t`` -- ``T`` small ``(H, B) @ (B, G*H)`` products --
+and partial evaluation keeps more per-step residuals than the chain needs.
+
+A fused kernel computes the same function with the work moved out of the loop. For a cell whose
+recurrence is ``s_t = F(s_{t-1}, a_t)`` with ``a_t = px_t + h_{t-1} @ W`` (``px = x @ W_xh + b`` for
+all steps at once, one product before the loop):
+
+* **forward** -- one ``lax.scan`` of the step; when differentiated it also stores, per step, the
+  *coefficients* of the step's linearisation (e.g. ``sigma'(a)`` of each gate times what it
+  multiplies), nothing else;
+* **tangent** -- the step's derivative is linear::
+
+      ds_t = C(dA_t, ds_{t-1})            dA_t = dpx_t + h_{t-1} @ dW + dh_{t-1} @ W
+
+  and the only term that needs the *previous tangent* is ``dh_{t-1} @ W``. The rest,
+  ``E_t = K_t * (dpx_t + h_{t-1} @ dW)``, is computed for all ``t`` at once before the loop (one
+  ``(T*B, H) @ (H, G*H)`` product), and the loop is ``m_t = E_t + K_t * (dh_{t-1} @ W)``,
+  ``ds_t = combine(ds_{t-1}, m_t)``: one small product and a few multiply-adds per step.
+
+The kernel is a ``jax.custom_jvp`` whose JVP rule is that forward scan plus that linear tangent scan.
+Reverse mode (``jax.grad``, BPTT) is JAX's *transpose* of the tangent scan: a reverse scan whose body
+is ``dA_t = K_t * (...)``, ``dh_{t-1} = dA_t @ W^T`` -- the BPTT chain and nothing more -- and the
+transpose of the hoisted product is ONE ``h^T @ dA`` matrix product for ``dW_hh`` (and ``xs^T @ dA``,
+``dA @ W_xh^T`` for the input side, outside the kernel). Unlike a ``custom_vjp``, this also serves
+forward mode: ``jax.jvp``, ``jax.linearize``, ``jax.jacfwd``, Hessian-vector products and
+:func:`jaxrnn.hessian_free` (which linearises the user's forward pass) work on the fused path.
+
+Masking (``lengths``) and ``reverse`` are the reference scan's: a padding step leaves the state (and
+its tangent) unchanged, so a reversed scan starts each sequence at its own last valid step.
+
+What a kernel declines (``None``: :func:`jaxrnn.unroll` runs the reference scan, and a debug message
+is logged once per reason on the ``"jaxrnn.kernels"`` logger): dtypes other than float32 / float64
+(or mixed), LSTM peepholes, the GRU with ``reset_after=False``, an Elman activation given as a
+callable. Everything accepted equals the reference path (tests: values and gradients, float32 to
+1e-5, float64 to 1e-10).
+
+This module imports only JAX: the cell factories (``jaxrnn.cells``) attach these kernels to the cells
+they build (``make_cell(..., kernel=...)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+__all__ = ["FusedSpec", "elman_kernel", "fused_scan", "gru_kernel", "lstm_kernel"]
+
+log = logging.getLogger("jaxrnn.kernels")
+DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+class FusedSpec(NamedTuple):
+    """A cell's recurrence split for :func:`fused_scan`.
+
+    ``w`` is a dict of the recurrent parameters (``W_hh (H, G*H)`` plus small extras such as the GRU's
+    ``b_hn``); ``s`` the carry; ``px_t (*batch, G*H)`` one step of the input projection.
+
+    * ``forward(w, s, px_t) -> s_t``: the step (the reference ``cell.recur``).
+    * ``linearise(w, s, px_t) -> (s_t, coef)``: the step and the coefficients of its derivative, a dict
+      of ``(*batch, k)`` arrays with ``coef["rec"] (*batch, G*H)``, what multiplies ``dA_t``.
+    * ``drive(coef, dpx, drec, dw) -> E | None``: the tangent terms that do not depend on the previous
+      tangent, for all steps at once (``coef`` leaves ``(T, *batch, k)``; ``dpx`` and
+      ``drec = h_{t-1} @ dW_hh``, ``(T, *batch, G*H)``, and ``dw`` the extras' tangents may be ``None``
+      for zero).
+    * ``combine(coef_t, ds, m_t) -> ds_t`` with ``m_t = E_t + coef_t["rec"] * (lhs(ds) @ W_hh)``:
+      linear in ``(ds, m_t)``, using only products with stored coefficients.
+    * ``lhs(s) -> h``: the left operand of the recurrent product.
+    """
+
+    forward: Callable
+    linearise: Callable
+    drive: Callable
+    combine: Callable
+    lhs: Callable
+
+
+def _is_zero(t) -> bool:
+    return t is None or isinstance(t, SymbolicZero)
+
+
+def _where(valid, new, old):
+    """Per sequence: ``new`` where ``valid (*batch)``, else ``old``; on every leaf of a pytree."""
+    return jax.tree.map(lambda n, o: jnp.where(valid[..., None], n, o), new, old)
+
+
+def _previous(s0, states, reverse: bool):
+    """``s_{t-1}`` in processing order for every ``t``: the states shifted by one, ``s0`` first."""
+
+    def shift(a0, a):
+        if reverse:
+            return jnp.concatenate([a[1:], a0[None]], axis=0)
+        return jnp.concatenate([a0[None], a[:-1]], axis=0)
+
+    return jax.tree.map(shift, s0, states)
+
+
+def fused_scan(spec: FusedSpec, w: dict, s0, px, valid=None, *, reverse: bool = False, unroll: int = 1):
+    """All states of the recurrence ``s_t = spec.forward(w, s_{t-1}, px_t)``, with a fused derivative.
+
+    In plain Python (``reverse=False``)::
+
+        def fused_scan(spec, w, s0, px, valid=None):
+            s, states = s0, []
+            for t in range(len(px)):
+                new = spec.forward(w, s, px[t])
+                s = new if valid is None else where(valid[t], new, s)   # per sequence
+                states.append(s)
+            return stack(states)
+
+    with ``reverse=True`` the loop runs ``t = T-1 .. 0`` (``states[t]`` is still step ``t``'s). The
+    values are the loop's; derivatives (any mode, any order) come from the custom JVP rule described in
+    the module docstring, which equals the loop's derivative.
+
+    Args:
+      spec: the cell's :class:`FusedSpec`.
+      w: the recurrent parameters, ``{"W_hh": (H, G*H), ...}``.
+      s0: the initial carry, leaves ``(*batch, k)``.
+      px: ``(T, *batch, G*H)``, the input projection of every step.
+      valid: ``None`` or booleans ``(T, *batch)``; ``False`` leaves the state unchanged at that step.
+      reverse, unroll: as in ``jax.lax.scan``.
+
+    Returns:
+      ``states``: a pytree like ``s0`` with leaves ``(T, *batch, k)``.
+    """
+
+    def scan(body, init, xs):
+        return jax.lax.scan(body, init, xs, reverse=reverse, unroll=unroll)[1]
+
+    @jax.custom_jvp
+    def run(w, s0, px, valid):
+        def body(s, inp):
+            px_t, v_t = inp
+            new = spec.forward(w, s, px_t)
+            new = new if v_t is None else _where(v_t, new, s)
+            return new, new
+
+        return scan(body, s0, (px, valid))
+
+    def run_jvp(primals, tangents):
+        w, s0, px, valid = primals
+        dw, ds0, dpx, _ = tangents
+        W = w["W_hh"]
+
+        def body(s, inp):
+            px_t, v_t = inp
+            new, coef = spec.linearise(w, s, px_t)
+            new = new if v_t is None else _where(v_t, new, s)
+            return new, (new, coef)
+
+        states, coefs = scan(body, s0, (px, valid))
+        drec = None
+        if not _is_zero(dw["W_hh"]):  # one (T * B, H) @ (H, G*H) product for every step's h_{t-1} @ dW
+            drec = spec.lhs(_previous(s0, states, reverse)) @ dw["W_hh"]
+        extras = {k: (None if _is_zero(v) else v) for k, v in dw.items() if k != "W_hh"}
+        e = spec.drive(coefs, None if _is_zero(dpx) else dpx, drec, extras)
+        ds0 = jax.tree.map(lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, ds0, s0)
+
+        def tangent(ds, inp):
+            e_t, coef_t, v_t = inp
+            m = coef_t["rec"] * (spec.lhs(ds) @ W)
+            m = m if e_t is None else m + e_t
+            new = spec.combine(coef_t, ds, m)
+            new = new if v_t is None else _where(v_t, new, ds)
+            return new, new
+
+        return states, scan(tangent, ds0, (e, coefs, valid))
+
+    run.defjvp(run_jvp, symbolic_zeros=True)
+    return run(w, s0, px, valid)
+
+
+# --------------------------------------------------------------------------------------------------
+# the cells
+
+
+def _sum(*terms):
+    """The sum of the terms that are not ``None`` (``None`` if all are)."""
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(jnp.add, terms) if terms else None
+
+
+def _lstm_spec(state_type) -> FusedSpec:
+    """i, f, g, o LSTM: ``c_t = f c + i g``, ``h_t = o tanh(c_t)`` (``jaxrnn.lstm``, no peepholes).
+
+    Linearisation: ``dc_t = f dc + [g i(1-i)] dA_i + [c f(1-f)] dA_f + [i (1-g^2)] dA_g`` and
+    ``dh_t = [tanh(c_t) o(1-o)] dA_o + [o (1 - tanh^2 c_t)] dc_t``; ``coef["rec"]`` holds the four
+    bracketed gate coefficients side by side, ``f`` and ``kc`` the other two.
+    """
+
+    def gates(w, s, px_t):
+        a = px_t + s.h @ w["W_hh"]
+        a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
+        return jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+
+    def forward(w, s, px_t):
+        i, f, g, o = gates(w, s, px_t)
+        c = f * s.c + i * g
+        return state_type(h=o * jnp.tanh(c), c=c)
+
+    def linearise(w, s, px_t):
+        i, f, g, o = gates(w, s, px_t)
+        c = f * s.c + i * g
+        tc = jnp.tanh(c)
+        rec = jnp.concatenate([g * i * (1 - i), s.c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)], -1)
+        return state_type(h=o * tc, c=c), {"rec": rec, "f": f, "kc": o * (1 - tc * tc)}
+
+    def drive(coef, dpx, drec, dw):
+        da = _sum(dpx, drec)
+        return None if da is None else coef["rec"] * da
+
+    def combine(coef, ds, m):
+        m_i, m_f, m_g, m_o = jnp.split(m, 4, axis=-1)
+        dc = coef["f"] * ds.c + m_i + m_f + m_g
+        return state_type(h=m_o + coef["kc"] * dc, c=dc)
+
+    return FusedSpec(forward, linearise, drive, combine, lambda s: s.h)
+
+
+def _gru_spec() -> FusedSpec:
+    """The reset-after GRU (``jaxrnn.gru(reset_after=True)``), r, z, n::
+
+        hh = h @ W_hh    r = sigma(px_r + hh_r)    z = sigma(px_z + hh_z)
+        q = hh_n + b_hn  n = tanh(px_n + r q)      h_t = (1 - z) n + z h
+
+    Linearisation, with ``u = (1 - z)(1 - n^2)``: ``dh_t = z dh + [u q r(1-r)] (dpx_r + dhh_r)
+    + [(h - n) z(1-z)] (dpx_z + dhh_z) + u dpx_n + [u r] (dhh_n + db_hn)``; ``coef["rec"]`` holds the
+    three bracketed coefficients, ``u`` and ``z`` the others.
+    """
+
+    def parts(w, h, px_t):
+        hh = h @ w["W_hh"]
+        x_r, x_z, x_n = jnp.split(px_t, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(hh, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        q = h_n + w["b_hn"]
+        n = jnp.tanh(x_n + r * q)
+        return r, z, q, n
+
+    def forward(w, h, px_t):
+        r, z, q, n = parts(w, h, px_t)
+        return (1.0 - z) * n + z * h
+
+    def linearise(w, h, px_t):
+        r, z, q, n = parts(w, h, px_t)
+        u = (1.0 - z) * (1.0 - n * n)
+        rec = jnp.concatenate([u * q * r * (1 - r), (h - n) * z * (1 - z), u * r], -1)
+        return (1.0 - z) * n + z * h, {"rec": rec, "u": u, "z": z}
+
+    def drive(coef, dpx, drec, dw):
+        terms = []
+        if drec is not None or dw["b_hn"] is not None:
+            rec = drec if drec is not None else jnp.zeros_like(coef["rec"])
+            if dw["b_hn"] is not None:  # b_hn sits next to the n slice of h @ W_hh
+                zeros = jnp.zeros_like(dw["b_hn"])
+                rec = rec + jnp.concatenate([zeros, zeros, dw["b_hn"]], -1)
+            terms.append(coef["rec"] * rec)
+        if dpx is not None:
+            k_r, k_z, _ = jnp.split(coef["rec"], 3, axis=-1)
+            terms.append(jnp.concatenate([k_r, k_z, coef["u"]], -1) * dpx)
+        return _sum(*terms)
+
+    def combine(coef, dh, m):
+        m_r, m_z, m_n = jnp.split(m, 3, axis=-1)
+        return coef["z"] * dh + m_r + m_z + m_n
+
+    return FusedSpec(forward, linearise, drive, combine, lambda h: h)
+
+
+# f and f' in terms of the output y = f(a): enough to store y's derivative
+_ELMAN = {
+    "tanh": (jnp.tanh, lambda a, y: 1 - y * y),
+    "sigmoid": (jax.nn.sigmoid, lambda a, y: y * (1 - y)),
+    "relu": (jax.nn.relu, lambda a, y: (a > 0).astype(y.dtype)),
+    "identity": (lambda a: a, lambda a, y: jnp.ones_like(y)),
+}
+
+
+def _elman_spec(activation: str) -> FusedSpec:
+    """``h_t = f(px_t + h @ W_hh)``; ``dh_t = [f'(a_t)] (dpx_t + dh @ W_hh + h @ dW_hh)``."""
+    f, df = _ELMAN[activation]
+
+    def forward(w, h, px_t):
+        return f(px_t + h @ w["W_hh"])
+
+    def linearise(w, h, px_t):
+        a = px_t + h @ w["W_hh"]
+        y = f(a)
+        return y, {"rec": df(a, y)}
+
+    def drive(coef, dpx, drec, dw):
+        da = _sum(dpx, drec)
+        return None if da is None else coef["rec"] * da
+
+    return FusedSpec(forward, linearise, drive, lambda coef, dh, m: m, lambda h: h)
+
+
+# --------------------------------------------------------------------------------------------------
+# SequenceKernel.apply functions for the cell factories
+
+
+@functools.cache
+def _decline(cell: str, reason: str) -> None:
+    """Log (once per cell and reason) why the fused kernel left a call to the reference scan."""
+    log.debug("%s: fused kernel not used (%s); unroll runs the reference lax.scan", cell, reason)
+
+
+def _dtype_reason(w: dict, carry, px) -> str | None:
+    dtypes = {jnp.dtype(x.dtype) for x in (*jax.tree.leaves(w), *jax.tree.leaves(carry), px)}
+    if len(dtypes) > 1:
+        return f"mixed dtypes {sorted(str(d) for d in dtypes)}"
+    (dtype,) = dtypes
+    if dtype not in DTYPES:
+        return f"dtype {dtype} (the fused kernels take float32 or float64)"
+    return None
+
+
+def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callable:
+    def apply(params, carry, px, *, lengths, reverse, unroll=1) -> Any:
+        w = {k: params[k] for k in weight_keys}
+        reason = _dtype_reason(w, carry, px)
+        if reason is not None:
+            _decline(name, reason)
+            return None
+        valid = None
+        if lengths is not None:
+            T = px.shape[0]
+            valid = jnp.arange(T).reshape((T,) + (1,) * jnp.ndim(lengths)) < lengths
+        states = fused_scan(spec, w, carry, px, valid, reverse=reverse, unroll=unroll)
+        return jax.tree.map(lambda s: s[0] if reverse else s[-1], states), states
+
+    return apply
+
+
+def _declining(name: str, reason: str) -> Callable:
+    def apply(params, carry, px, *, lengths, reverse, unroll=1):
+        _decline(name, reason)
+
+    return apply
+
+
+def lstm_kernel(state_type, *, peepholes: bool = False) -> Callable:
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.lstm` (declines with peepholes).
+
+    ``state_type`` is the carry's NamedTuple (``jaxrnn.LSTMState``), passed in so that this module
+    needs nothing but JAX."""
+    if peepholes:
+        return _declining("lstm", "peepholes")
+    return _kernel("lstm", _lstm_spec(state_type), ("W_hh",))
+
+
+def gru_kernel(*, reset_after: bool = True) -> Callable:
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.gru` (declines ``reset_after=False``)."""
+    if not reset_after:
+        return _declining("gru", "reset_after=False")
+    return _kernel("gru", _gru_spec(), ("W_hh", "b_hn"))
+
+
+def elman_kernel(activation) -> Callable:
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.elman` (and ``irnn``, ``np_rnn``) for the named
+    activations ``tanh``, ``sigmoid``, ``relu``, ``identity`` (declines a callable)."""
+    if not (isinstance(activation, str) and activation in _ELMAN):
+        return _declining("elman", f"activation {activation!r} is not one of {sorted(_ELMAN)}")
+    return _kernel("elman", _elman_spec(activation), ("W_hh",))
