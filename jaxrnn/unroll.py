@@ -350,8 +350,7 @@ def unroll(
         and probes is None
         and (remat is False or remat is None)
     ):
-        px = cell.project(params, xs)
-        out = kernel.apply(params, carry, px, lengths=lengths, reverse=reverse, unroll=unroll)
+        out = kernel.apply(params, carry, xs, lengths=lengths, reverse=reverse, unroll=unroll)
         if out is not None:
             final, states = out
             ys = cell.output(states)

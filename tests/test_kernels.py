@@ -243,30 +243,37 @@ def test_hessian_free_runs_on_the_fused_lstm():
 
 
 def test_the_backward_loop_holds_only_the_recurrent_chain():
-    """BPTT through the fused LSTM: each loop of the gradient does one matrix product per step (h @ W
-    forwards, dA @ W^T backwards); the reference's backward loop also accumulates dW per step."""
+    """BPTT through the fused LSTM: no loop of the gradient computes a weight-shaped product (the
+    reference's backward loop accumulates dW_hh and dW_xh step by step), and the backward loop does
+    one product per step, dA_t @ W_hh^T."""
     cell = CELLS["lstm"]
     params = _params(cell, F32)
     xs, _ = _data(cell, params, (2,), F32)
+    weight_shapes = {tuple(params["W_hh"].shape), tuple(params["W_xh"].shape)}
+    weight_shapes |= {s[::-1] for s in weight_shapes}
 
-    def dots_per_loop(fused):
+    def loops(fused):
         g = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, xs, fused=fused)[1]))
-        jaxpr = jax.make_jaxpr(g)(params)
-        counts = []
+        found = []
 
-        def visit(jp):
-            for eqn in jp.eqns:
+        def visit(jaxpr):
+            for eqn in jaxpr.eqns:
                 if eqn.primitive.name == "scan":
                     body = eqn.params["jaxpr"].jaxpr
-                    counts.append(sum(e.primitive.name == "dot_general" for e in body.eqns))
+                    dots = [e for e in body.eqns if e.primitive.name == "dot_general"]
+                    found.append((eqn.params["reverse"], [tuple(e.outvars[0].aval.shape) for e in dots]))
                 for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                     visit(sub)
 
-        visit(jaxpr.jaxpr)
-        return sorted(counts)
+        visit(jax.make_jaxpr(g)(params).jaxpr)
+        return found
 
-    assert dots_per_loop(True) == [1, 1]
-    assert max(dots_per_loop(False)) >= 2
+    fused = loops(True)
+    assert len(fused) == 2  # the forward scan and the transposed tangent scan
+    backward = [shapes for reverse, shapes in fused if reverse]
+    assert backward == [[(2, H)]]  # dh_{t-1} = dA_t @ W_hh^T, nothing else
+    assert not any(s in weight_shapes for _, shapes in fused for s in shapes)
+    assert any(s in weight_shapes for _, shapes in loops(False) for s in shapes)
 
 
 @pytest.mark.parametrize(
@@ -317,19 +324,25 @@ def test_fused_scan_is_the_python_loop():
 
     spec = _elman_spec("tanh")
     k = jax.random.split(jax.random.PRNGKey(0), 3)
-    w = {"W_hh": jax.random.normal(k[0], (H, H), F64) * 0.5}
-    px = jax.random.normal(k[1], (T, 2, H), F64)
+    w = {
+        "W_xh": jax.random.normal(k[0], (I, H), F64),
+        "b": jnp.linspace(-1, 1, H, dtype=F64),
+        "W_hh": jax.random.normal(k[0], (H, H), F64) * 0.5,
+    }
+    xs = jax.random.normal(k[1], (T, 2, I), F64)
     s0 = jax.random.normal(k[2], (2, H), F64)
     valid = jnp.arange(T)[:, None] < jnp.array([6, 3])
 
-    def loop(w, s0, px):
+    def loop(w, s0, xs):
         s, out = s0, []
         for t in range(T):
-            s = jnp.where(valid[t][:, None], jnp.tanh(px[t] + s @ w["W_hh"]), s)
+            s = jnp.where(valid[t][:, None], jnp.tanh(xs[t] @ w["W_xh"] + w["b"] + s @ w["W_hh"]), s)
             out.append(s)
         return jnp.stack(out)
 
-    fused = lambda w, s0, px: fused_scan(spec, w, s0, px, valid)
-    _close(fused(w, s0, px), loop(w, s0, px), 1e-12)
-    ct = jnp.cos(px[..., :H])
-    _close(jax.vjp(fused, w, s0, px)[1](ct), jax.vjp(loop, w, s0, px)[1](ct), 1e-12)
+    fused = lambda w, s0, xs: fused_scan(spec, w, s0, xs, valid)
+    _close(fused(w, s0, xs), loop(w, s0, xs), 1e-12)
+    ct = jnp.cos(jnp.arange(T * 2 * H, dtype=F64)).reshape(T, 2, H)
+    _close(jax.vjp(fused, w, s0, xs)[1](ct), jax.vjp(loop, w, s0, xs)[1](ct), 1e-12)
+    tangents = jax.tree.map(jnp.ones_like, (w, s0, xs))
+    _close(jax.jvp(fused, (w, s0, xs), tangents), jax.jvp(loop, (w, s0, xs), tangents), 1e-12)

@@ -928,13 +928,13 @@ def _kernel_cell(calls, decline=False):
 
     base = jr.elman(3)
 
-    def apply(params, carry, px, *, lengths, reverse, unroll):
+    def apply(params, carry, xs, *, lengths, reverse, unroll):
         calls.append((lengths is not None, reverse))
         if decline or reverse:
             return None
         s, states = carry, []
-        for t in range(px.shape[0]):
-            new = base.recur(params, s, px[t])
+        for t in range(xs.shape[0]):
+            new = base.step(params, s, xs[t])
             s = new if lengths is None else jnp.where((t < lengths)[..., None], new, s)
             states.append(new)
         return s, jnp.stack(states)

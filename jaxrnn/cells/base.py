@@ -91,8 +91,9 @@ class SequenceKernel(NamedTuple):
 
     * ``recur``: the ``cell.recur`` it computes; ``unroll`` uses the kernel only while
       ``cell.recur is kernel.recur``.
-    * ``apply(params, carry, px, *, lengths, reverse, unroll) -> (final, states) | None``: ``px`` is
-      ``cell.project(params, xs)`` with time first, ``(T, *batch, ...)``; ``states`` the carry after every
+    * ``apply(params, carry, xs, *, lengths, reverse, unroll) -> (final, states) | None``: ``xs`` is the
+      input with time first, ``(T, *batch, I)`` (the kernel does its own input projection, where it
+      suits it; ``unroll`` is ``lax.scan``'s, for kernels with a loop); ``states`` the carry after every
       step, leaves ``(T, *batch, ...)`` (any value on padding steps ``t >= lengths``, which ``unroll``
       masks); ``final`` the carry after each sequence's last valid step (the initial carry for length 0),
       in the carry's dtype. Returning ``None`` declines (an option it does not support): ``unroll`` then

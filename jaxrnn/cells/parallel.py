@@ -117,13 +117,14 @@ def _compute_dtype(*dtypes):
 
 
 def _gated_kernel(coefficients, log_coefficients):
-    """The parallel scan of a gated cell whose ``px`` gives ``(a, b)`` (or their logs) elementwise.
+    """The parallel scan of a gated cell whose ``px = _project(params, x)`` gives ``(a, b)`` (or their
+    logs) elementwise.
 
     ``coefficients(px) -> (a, b)`` in linear space; ``log_coefficients(px) -> (log a, log b)`` or None.
     """
 
-    def apply(params, carry, px, *, lengths, reverse, unroll=1):  # no loop to unroll
-        del params
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1):  # no loop to unroll
+        px = _project(params, xs)
         dt = _compute_dtype(px.dtype, carry.dtype)
         px = px.astype(dt)
         h0 = carry.astype(dt)
@@ -427,8 +428,8 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         im = l_re * s.im + l_im * s.re + u_im
         return LRUState(re, im, readout(params, re, im, dx))
 
-    def apply(params, carry, px, *, lengths, reverse, unroll=1):  # no loop to unroll
-        u_re, u_im, dx = px
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1):  # no loop to unroll
+        u_re, u_im, dx = project(params, xs)
         dt = _compute_dtype(u_re.dtype, carry.re.dtype)
         cdt = jnp.result_type(dt, jnp.complex64)
         l_re, l_im = _lambda(params)
