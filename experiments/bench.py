@@ -50,7 +50,8 @@ Nothing is executed, so ``T = 100_000`` only costs a compilation.
 ``--parallel``: the parallel-scan cells of ``jaxrnn.cells.parallel`` (minGRU, minLSTM, LRU; imported
 lazily, skipped with a "not available" line when the module is missing) through ``jr.unroll`` with
 ``fused=True`` (the associative scan) and ``fused=False`` (their sequential ``lax.scan``), against the
-sequential ``jr.lstm`` of the same width, at ``T = 256, 1024, 4096``.
+sequential ``jr.lstm`` of the same width (its fused kernel and its reference scan), at
+``T = 256, 1024, 4096``.
 
 Targets (issue 5; ratios measured in one run): on CPU, LSTM and GRU ``fwdbwd`` at least 2x faster than
 Flax at S, M and L (``jaxrnn / flax <= 0.5``) and no slower than torch's CPU ``nn.LSTM`` / ``nn.GRU``
@@ -480,7 +481,7 @@ def parallel_section(cfg, log) -> tuple[list, str | None]:
     B, H = cfg.parallel_batch, cfg.parallel_width
     D = H
     rows = []
-    candidates = [("lstm", jr.lstm, (False,))] + [
+    candidates = [("lstm", jr.lstm, (True, False))] + [
         (n, getattr(par, n, None), (True, False)) for n in PARALLEL_CELLS
     ]
     for T in cfg.parallel_T:
@@ -508,7 +509,10 @@ def parallel_section(cfg, log) -> tuple[list, str | None]:
                 for mode in cfg.modes:
                     r = _time(impl[mode], cfg.warmup, cfg.repeats)
                     r["compile_ms"] = 1e3 * impl["compile_s"][mode]
-                    scan = "associative" if fused and cell.kernel is not None else "sequential"
+                    if not fused or cell.kernel is None:
+                        scan = "sequential"
+                    else:
+                        scan = "associative" if name in PARALLEL_CELLS else "fused sequential"
                     r.update(cell=name, T=T, B=B, D=D, H=H, mode=mode, fused=fused, scan=scan)
                     rows.append(r)
                     log(f"  parallel T={T} {name} fused={fused} {mode}: {r['median_ms']:.2f} ms")

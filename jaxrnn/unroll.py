@@ -294,10 +294,12 @@ def unroll(
         step: ``s_t = cell.step(params, s_{t-1}, x_t) + e_t``. With zeros nothing changes, and
         ``jax.grad`` with respect to the probes returns ``dL/ds_t`` for every ``t`` -- the errors that
         BPTT propagates back in time (zero on padding steps).
-      fused: use the cell's whole-sequence fast path (``cell.kernel``, e.g. the parallel scan of a
-        linear-recurrence cell) when it has one and it serves the call (no ``resets``, ``probes`` or
-        ``remat``; the kernel may decline other options); ``False`` forces the reference ``lax.scan``.
-        Both give the same values and gradients.
+      fused: use the cell's whole-sequence fast path (``cell.kernel``: the fused kernels of
+        :mod:`jaxrnn.kernels` for ``lstm``, ``gru``, ``elman``/``irnn``/``np_rnn``, the parallel scan
+        of ``min_gru``/``min_lstm``/``lru``) when it has one and it serves the call (no ``resets``,
+        ``probes`` or ``remat``; the kernel may decline other options, e.g. dtypes); ``False`` forces
+        the reference ``lax.scan``. Both give the same values and derivatives (forward and reverse
+        mode, any order).
 
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
