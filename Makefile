@@ -8,7 +8,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
-.PHONY: test demo lint format install clean
+.PHONY: test demo notebooks lint format install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,13 +30,19 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo
 
+# Open the notebooks in JupyterLab (the .py files are the sources; jupytext keeps the .ipynb paired).
+notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[notebooks]'
+	$(BIN)/python notebooks/run.py --sync
+	$(BIN)/jupyter lab notebooks/
+
 lint: $(STAMP)
-	$(BIN)/ruff check jaxrnn tests experiments
-	$(BIN)/ruff format --check jaxrnn tests experiments
+	$(BIN)/ruff check jaxrnn tests experiments notebooks
+	$(BIN)/ruff format --check jaxrnn tests experiments notebooks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix jaxrnn tests experiments
-	$(BIN)/ruff format jaxrnn tests experiments
+	$(BIN)/ruff check --fix jaxrnn tests experiments notebooks
+	$(BIN)/ruff format jaxrnn tests experiments notebooks
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
