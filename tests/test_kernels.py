@@ -77,9 +77,17 @@ def _uses_kernel(cell, params, xs, **kw) -> bool:
 # equality with the reference scan
 
 
-@pytest.mark.parametrize("name", list(CELLS))
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("with_lengths", [False, True])
+# every option for the three kernels (and learned_initial_state); one for the other activations and the
+# Elman-family cells, which share the Elman kernel's code
+CASES = [
+    (name, reverse, with_lengths)
+    for name in ("lstm", "gru", "elman_tanh", "learned_lstm")
+    for reverse in (False, True)
+    for with_lengths in (False, True)
+] + [(name, True, True) for name in ("elman_relu", "elman_sigmoid", "elman_identity", "irnn", "np_rnn")]
+
+
+@pytest.mark.parametrize("name, reverse, with_lengths", CASES)
 def test_fused_equals_reference_float64(name, reverse, with_lengths):
     cell = CELLS[name]
     params = _params(cell, F64)
@@ -346,3 +354,19 @@ def test_fused_scan_is_the_python_loop():
     _close(jax.vjp(fused, w, s0, xs)[1](ct), jax.vjp(loop, w, s0, xs)[1](ct), 1e-12)
     tangents = jax.tree.map(jnp.ones_like, (w, s0, xs))
     _close(jax.jvp(fused, (w, s0, xs), tangents), jax.jvp(loop, (w, s0, xs), tangents), 1e-12)
+
+
+def test_fused_scan_bad_input():
+    from jaxrnn.kernels.fused import _elman_spec
+
+    spec = _elman_spec("tanh")
+    w = {"W_xh": jnp.ones((I, H)), "b": jnp.zeros(H), "W_hh": jnp.eye(H)}
+    s0, xs = jnp.zeros((2, H)), jnp.ones((T, 2, I))
+    with pytest.raises(TypeError, match="fused_scan: spec must be a FusedSpec"):
+        fused_scan(None, w, s0, xs)
+    with pytest.raises(ValueError, match="fused_scan: w must hold .* missing \\['b'\\]"):
+        fused_scan(spec, {"W_xh": w["W_xh"], "W_hh": w["W_hh"]}, s0, xs)
+    with pytest.raises(ValueError, match=r"fused_scan: xs must have shape \(T, \*batch, 3\)"):
+        fused_scan(spec, w, s0, jnp.ones((T, 2, I + 1)))
+    with pytest.raises(ValueError, match="fused_scan: valid must have shape"):
+        fused_scan(spec, w, s0, xs, jnp.ones((T, 3), bool))

@@ -143,7 +143,28 @@ def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = 
 
     Returns:
       ``states``: a pytree like ``s0`` with leaves ``(T, *batch, k)``.
+
+    Raises:
+      TypeError / ValueError before tracing: ``spec`` not a :class:`FusedSpec`, ``w`` without
+      ``W_xh``/``b``/``W_hh``, ``xs`` of rank < 2 or with the wrong feature size, ``valid`` not shaped
+      ``(T, *batch)``.
     """
+    fn = "fused_scan"
+    if not isinstance(spec, FusedSpec):
+        raise TypeError(f"{fn}: spec must be a FusedSpec; got {type(spec).__name__}")
+    missing = [k for k in ("W_xh", "b", "W_hh") if k not in w]
+    if missing:
+        raise ValueError(f"{fn}: w must hold W_xh, b and W_hh (and the cell's extras); missing {missing}")
+    if jnp.ndim(xs) < 2 or jnp.shape(xs)[-1] != jnp.shape(w["W_xh"])[0]:
+        raise ValueError(
+            f"{fn}: xs must have shape (T, *batch, {jnp.shape(w['W_xh'])[0]}) for W_xh of shape "
+            f"{tuple(jnp.shape(w['W_xh']))}; got {tuple(jnp.shape(xs))}"
+        )
+    if valid is not None and tuple(jnp.shape(valid)) != tuple(jnp.shape(xs)[:-1]):
+        raise ValueError(
+            f"{fn}: valid must have shape (T, *batch) = {tuple(jnp.shape(xs)[:-1])}; "
+            f"got {tuple(jnp.shape(valid))}"
+        )
 
     def scan(body, init, seq):
         return jax.lax.scan(body, init, seq, reverse=reverse, unroll=unroll)[1]
