@@ -11,9 +11,10 @@ pass; ``fwdbwd``: forward plus the BPTT gradient with respect to the weights and
 ``sum(ys * ct)`` with a fixed random cotangent ``ct``):
 
 * ``jaxrnn``: ``jr.unroll(jr.lstm(H) / jr.gru(H), params, xs)`` under ``jax.jit`` -- the fused kernel of
-  :mod:`jaxrnn.kernels` (input projection hoisted, a lean linear tangent scan whose transpose is the BPTT
-  chain, the weight gradients one matrix product each); ``--fused both`` adds a ``fused=False`` row, the
-  reference ``lax.scan`` that JAX differentiates;
+  :mod:`jaxrnn.kernels` (each step's input projected inside the loop, a lean linear tangent scan whose
+  transpose is the BPTT chain, the weight gradients one matrix product each); ``--fused both`` adds a
+  ``fused=False`` row, the reference ``lax.scan`` that JAX differentiates, and ``--unroll 1,8`` a row
+  ``jaxrnn(unroll=8)`` (``lax.scan``'s unroll factor: fewer loop iterations, a larger loop body);
 * ``flax``: ``flax.linen.RNN(OptimizedLSTMCell(H) / GRUCell(H), time_major=True)`` under ``jax.jit``;
 * ``torch`` (only when ``import torch`` works; torch is never a dependency): ``torch.nn.LSTM / GRU``,
   ``torch.no_grad()`` for ``fwd``, ``.backward(ct)`` for ``fwdbwd``, ``torch.set_num_threads(cores)``;
@@ -213,11 +214,11 @@ def _jitted(fns: dict, args: tuple) -> dict:
     return out
 
 
-def _jaxrnn(kind, params, xs, ct, fused=True):
+def _jaxrnn(kind, params, xs, ct, fused=True, unroll=1):
     cell = CELLS[kind](params["W_hh"].shape[0])
 
     def apply(p, xs):
-        final, ys = jr.unroll(cell, p, xs, fused=fused)
+        final, ys = jr.unroll(cell, p, xs, fused=fused, unroll=unroll)
         return ys, cell.output(final)
 
     impl = _jax_impl(apply, (params, xs), ct)
@@ -329,12 +330,18 @@ def _torch(kind, params, xs, ct, torch):
     }
 
 
-def _implementations(kind, params, xs, ct, fused: str, torch) -> dict:
+def _implementations(kind, params, xs, ct, fused: str, torch, unrolls: Sequence[int] = (1,)) -> dict:
+    """The implementations of one (cell, shape): ``jaxrnn`` (the default path: ``unroll=1``, fused unless
+    ``fused="off"``) first, then its variants (``fused=False``; ``unroll=u`` for each ``u > 1`` of
+    ``unrolls``, on the default path), Flax, torch and cuDNN."""
     impls = {}
     if fused in ("on", "both"):
         impls["jaxrnn"] = _jaxrnn(kind, params, xs, ct, fused=True)
     if fused in ("off", "both"):
         impls["jaxrnn" if fused == "off" else "jaxrnn(fused=False)"] = _jaxrnn(kind, params, xs, ct, False)
+    for u in unrolls:
+        if u > 1:
+            impls[f"jaxrnn(unroll={u})"] = _jaxrnn(kind, params, xs, ct, fused != "off", unroll=u)
     impls["flax"] = _flax(kind, params, xs, ct)
     if torch is not None:
         impls["torch"] = _torch(kind, params, xs, ct, torch)
@@ -400,7 +407,7 @@ def speed_section(cfg, torch, log) -> tuple[list, list, dict]:
             params = _params(kind, k_p, D, H)
             xs = jax.random.normal(k_x, (T, B, D), DTYPE)
             ct = jax.random.normal(k_c, (T, B, H), DTYPE)
-            impls = _implementations(kind, params, xs, ct, cfg.fused, torch)
+            impls = _implementations(kind, params, xs, ct, cfg.fused, torch, cfg.unroll)
             for impl in impls.values():  # evaluate the lazy outputs once
                 impl["ys"] = impl["ys"]()
             agree = _agreement(impls, cfg.atol)
@@ -711,6 +718,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("on", "off", "both"),
         default="on",
         help="jaxrnn's unroll(fused=...): on (default path), off (reference scan), both (two rows)",
+    )
+    p.add_argument(
+        "--unroll",
+        type=_ints,
+        default=[1],
+        help="comma list of lax.scan unroll factors for jaxrnn; each factor > 1 adds a row "
+        "'jaxrnn(unroll=u)' (the targets are judged on the default unroll=1)",
     )
     p.add_argument("--memory", action="store_true", help="the BPTT peak-memory section (T=10k, 100k)")
     p.add_argument("--memory-T", type=_ints, default=list(MEMORY_T), help=argparse.SUPPRESS)

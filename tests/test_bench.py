@@ -142,6 +142,17 @@ def test_disagreeing_weights_are_caught(monkeypatch):
         bench.run(argv)
 
 
+def test_variant_rows_agree_and_targets_use_the_default_path():
+    argv = "--shapes tiny --cells gru --modes fwdbwd --fused both --unroll 1,3 --repeats 1 --warmup 0"
+    result = bench.run(argv.split() + ["--no-torch", "--quiet"])
+    impls = [r["impl"] for r in result["speed"]]
+    assert impls == ["jaxrnn", "jaxrnn(fused=False)", "jaxrnn(unroll=3)", "flax"]
+    (agree,) = result["agreement"]
+    assert set(agree["max_abs_diff"]) == {"jaxrnn(fused=False)", "jaxrnn(unroll=3)", "flax"}
+    assert "jaxrnn/jaxrnn(unroll=3)" in result["markdown"]
+    assert {t["against"] for t in result["targets"]} == {"flax", "torch"}
+
+
 def test_parallel_section_reports_missing_module(monkeypatch):
     def missing(name, *a, **k):
         raise ImportError(f"No module named {name!r}")
@@ -154,7 +165,15 @@ def test_parallel_section_reports_missing_module(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--shapes", "X"], ["--cells", "lstm,rnn"], ["--modes", "bwd"], ["--memory-T", "0"], ["--fused", "yes"]],
+    [
+        ["--shapes", "X"],
+        ["--cells", "lstm,rnn"],
+        ["--modes", "bwd"],
+        ["--memory-T", "0"],
+        ["--fused", "yes"],
+        ["--unroll", "0"],
+        ["--unroll", "a"],
+    ],
 )
 def test_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit):
@@ -173,6 +192,7 @@ def test_help_names_the_options(capsys):
         "--repeats",
         "--warmup",
         "--quick",
+        "--unroll",
         "--memory",
         "--parallel",
     ):
