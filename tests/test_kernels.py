@@ -311,6 +311,25 @@ def test_mixed_dtypes_decline():
     carry = jax.tree.map(lambda c: c.astype(F64), cell.initial_carry(params, (2,)))
     xs = jnp.ones((T, 2, I), F32)
     assert not _uses_kernel(cell, params, xs, carry=carry)
+    assert not _uses_kernel(cell, params, xs.astype(F64))  # inputs wider than the weights
+    assert not _uses_kernel(cell, params, xs.astype(jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman_tanh"])
+@pytest.mark.parametrize("x_dtype", [jnp.bfloat16, jnp.float16])
+def test_narrow_float_inputs_are_cast_up_like_the_reference(name, x_dtype):
+    """bfloat16 / float16 inputs with float32 weights: the kernel serves them, as the promotion of
+    ``x @ W_xh`` on the reference path would, with the same values and gradients (dL/dxs in x's dtype)."""
+    cell = CELLS[name]
+    params = _params(cell, F32)
+    xs, carry = _data(cell, params, (2,), F32)
+    xs = xs.astype(x_dtype)
+    lengths = jnp.array([T, 3])
+    assert _uses_kernel(cell, params, xs, lengths=lengths)
+    got = _value_and_grads(cell, params, xs, carry, lengths, reverse=False, fused=True)
+    want = _value_and_grads(cell, params, xs, carry, lengths, reverse=False, fused=False)
+    assert got[1][1].dtype == want[1][1].dtype == x_dtype
+    _close(got, want, 1e-5)
 
 
 def test_transforms_and_reference_options_fall_back():

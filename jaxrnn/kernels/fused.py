@@ -35,9 +35,11 @@ Masking (``lengths``) and ``reverse`` are the reference scan's: a padding step l
 its tangent) unchanged, so a reversed scan starts each sequence at its own last valid step.
 
 What a kernel declines (``None``: :func:`jaxrnn.unroll` runs the reference scan, and a debug message
-is logged once per reason on the ``"jaxrnn.kernels"`` logger): dtypes other than float32 / float64
-(or mixed), LSTM peepholes, the GRU with ``reset_after=False``, an Elman activation given as a
-callable. Everything accepted equals the reference path (tests: values and gradients, float32 to
+is logged once per reason on the ``"jaxrnn.kernels"`` logger): weights and carry of a dtype other than
+float32 / float64 or of mixed dtypes, inputs of any other dtype than the weights' or a narrower float
+(inputs in ``bfloat16`` or ``float16`` are cast up first, as the reference's ``x @ W_xh`` promotes
+them), LSTM peepholes, the GRU with ``reset_after=False``, an Elman activation given as a callable.
+Everything accepted equals the reference path (tests: values and gradients, float32 to
 1e-5, float64 to 1e-10).
 
 This module imports only JAX: the cell factories (``jaxrnn.cells``) attach these kernels to the cells
@@ -363,12 +365,18 @@ def _decline(cell: str, reason: str) -> None:
 
 
 def _dtype_reason(w: dict, carry, xs) -> str | None:
-    dtypes = {jnp.dtype(x.dtype) for x in (*jax.tree.leaves(w), *jax.tree.leaves(carry), xs)}
+    """Why the kernel cannot take these dtypes (``None``: it can). The weights and the carry must share
+    float32 or float64; ``xs`` may be that dtype or a narrower float (``bfloat16``, ``float16``), which
+    :func:`_kernel` casts up, as the reference's ``x @ W_xh`` promotes it."""
+    dtypes = {jnp.dtype(x.dtype) for x in (*jax.tree.leaves(w), *jax.tree.leaves(carry))}
     if len(dtypes) > 1:
-        return f"mixed dtypes {sorted(str(d) for d in dtypes)}"
+        return f"mixed dtypes {sorted(str(d) for d in dtypes)} in the weights and the carry"
     (dtype,) = dtypes
     if dtype not in DTYPES:
         return f"dtype {dtype} (the fused kernels take float32 or float64)"
+    x = jnp.dtype(xs.dtype)
+    if x != dtype and not (jnp.issubdtype(x, jnp.floating) and jnp.promote_types(x, dtype) == dtype):
+        return f"inputs of dtype {x} with weights of dtype {dtype}"
     return None
 
 
@@ -379,6 +387,7 @@ def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callabl
         if reason is not None:
             _decline(name, reason)
             return None
+        xs = xs.astype(w["W_xh"].dtype)  # a narrower float: the promotion x @ W_xh would do
         valid = None
         if lengths is not None:
             T = xs.shape[0]
