@@ -266,34 +266,15 @@ def draw_surface(ax, grid, E, title):
     ax.plot(
         w_line, np.log(TARGET / (1 - TARGET)) - TARGET * w_line, "k:", lw=1, label="valley: stable $h^*=0.7$"
     )
+    runs = [  # (index in paths, line style, colour, width, end marker, its size, labels)
+        (0, "-", "white", 2.5, "X", 9, "plain gradient descent", "plain GD, end"),
+        (1, "--", "tab:red", 1.2, "*", 12, "clipped (threshold 1)", "clipped GD, end"),
+    ]
     for i in range(len(STARTS)):
-        ax.plot(
-            paths[i, 0, :, 0],
-            paths[i, 0, :, 1],
-            "-",
-            color="white",
-            lw=2.5,
-            label="plain gradient descent" if i == 0 else None,
-        )
-        ax.plot(
-            *paths[i, 0, -1], "X", color="white", mec="k", ms=9, label="plain GD, end" if i == 0 else None
-        )
-        ax.plot(
-            paths[i, 1, :, 0],
-            paths[i, 1, :, 1],
-            "--",
-            color="tab:red",
-            lw=1.2,
-            label="clipped (threshold 1)" if i == 0 else None,
-        )
-        ax.plot(
-            *paths[i, 1, -1],
-            "*",
-            color="tab:red",
-            mec="k",
-            ms=12,
-            label="clipped GD, end" if i == 0 else None,
-        )
+        for k, ls, color, lw, marker, ms, label, end_label in runs:
+            path = paths[i, k]
+            ax.plot(path[:, 0], path[:, 1], ls, color=color, lw=lw, label=label if i == 0 else None)
+            ax.plot(*path[-1], marker, color=color, mec="k", ms=ms, label=end_label if i == 0 else None)
         ax.plot(*STARTS[i], "o", color="orange", mec="k", ms=7, label="start" if i == 0 else None)
     ax.set_xlim(ws[0], ws[-1])
     ax.set_ylim(bs[0], bs[-1])
