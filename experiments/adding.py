@@ -3,10 +3,13 @@
 Task: :func:`experiments.tasks.adding_arjovsky` -- ``T`` steps of (value ``U[0, 1)``, marker); exactly
 two markers, one uniform in each half; the target is the **sum** of the two marked values, read out
 linearly from the last state; loss = MSE. Predicting 1 always gives the baseline MSE ``1/6 = 0.167``.
-Le et al.'s own generator is known only from memory ([RECALL] in REFERENCES.md section 3: values
-U[0, 1], two markers, target the sum, baseline quoted as 0.1767); Arjovsky et al.'s ``adding_problem.py``
-[SRC] is the documented variant that matches it, so it is used here (REFERENCES.md section 10 lists
-the other, non-interchangeable variants).
+Le et al.'s own generator is known only from memory ([RECALL]: values U[0, 1], two markers, target
+the sum, baseline quoted as 0.1767); Arjovsky et al.'s ``adding_problem.py`` [SRC] (code of "Unitary
+Evolution Recurrent Neural Networks", github.com/amarshah/complex_RNN) is the documented variant that
+matches it, so it is used here (:mod:`experiments.tasks` lists the other, non-interchangeable variants).
+
+Source tags: [SRC] read in the paper or the authors' code; [2ND] from a secondary source (a citing
+paper or a reproduction); [RECALL] recalled, not verified against the paper -- not a hard target.
 
 Models: ``jr.elman(H, "tanh")``, ``jr.irnn(H)`` (``W_hh = I``, ReLU, input weights ``N(0, 0.001^2)``),
 ``jr.np_rnn(H)`` (Talathi & Vartak 2016), ``jr.lstm(H)`` (forget bias 1); a linear readout of the last
@@ -14,16 +17,16 @@ state; one model per (cell, T, seed); the test MSE on 1000 (quick) / 10,000 (pap
 sequences.
 
 Optimiser. Le et al. train with SGD and gradient-norm clipping, batch 16, 100 hidden units, learning
-rates chosen from a grid (about 1e-8 .. 1e-2) with clipping thresholds 1 / 10 / 100 [RECALL, REFERENCES
-section 3; their exact per-model values for this task are not verified], and "over a million
-iterations" before the IRNN starts learning at the long lengths [2ND, via Arjovsky et al.]. The
-``paper`` preset is that protocol: SGD, lr 0.01, global-norm clip 1 for every cell, batch 16, 1M
-updates. The ``quick`` preset (2-core CPU, about 5 minutes) cannot afford a million SGD
-steps, so it swaps in Arjovsky et al.'s optimiser for this task [SRC, REFERENCES section 5]:
-RMSProp (decay 0.9), lr 1e-3, elementwise clipping at 1, for every cell; T = 50, 100; 4000 updates
-of batch 32; H = 64; seeds 0 and 1 (16 runs). (Arjovsky et al. found the IRNN "particularly unstable";
-a one-seed probe here gave it test MSE 0.073 at T = 100 with lr 1e-3 against 0.163 with lr 1e-4, so
-it keeps the common rate; on the digits, where lr 1e-3 collapses it to chance, it gets 1e-4.)
+rates chosen from a grid (about 1e-8 .. 1e-2) with clipping thresholds 1 / 10 / 100 [RECALL; their exact
+per-model values for this task are not verified], and "over a million iterations" before the IRNN starts
+learning at the long lengths [2ND, via Arjovsky et al.]. The ``paper`` preset is that protocol: SGD, lr
+0.01, global-norm clip 1 for every cell, batch 16, 1M updates. The ``quick`` preset (2-core CPU, about 5
+minutes) cannot afford a million SGD steps, so it swaps in Arjovsky et al.'s optimiser for this task
+[SRC, Arjovsky, Shah & Bengio 2016]: RMSProp (decay 0.9), lr 1e-3, elementwise clipping at 1, for every
+cell; T = 50, 100; 4000 updates of batch 32; H = 64; seeds 0 and 1 (16 runs). (Arjovsky et al. found the
+IRNN "particularly unstable"; a one-seed probe here gave it test MSE 0.073 at T = 100 with lr 1e-3
+against 0.163 with lr 1e-4, so it keeps the common rate; on the digits, where lr 1e-3 collapses it to
+chance, it gets 1e-4.)
 
 Published results (no MSE values are stated; all qualitative):
 

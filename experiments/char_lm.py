@@ -1,4 +1,4 @@
-"""Character-level language model (Karpathy's char-rnn, seed 001): held-out bits/char and samples.
+"""Character-level language model (Karpathy's char-rnn): held-out bits/char and samples.
 
 A stacked LSTM predicts every next character of a text; it is scored in bits per character on a
 held-out split and samples text at a temperature.
@@ -25,14 +25,14 @@ standard-library modules (:data:`experiments.tasks.DEFAULT_CORPUS_MODULES`, ~0.7
 97 distinct characters), split 90/10. ``--text FILE`` trains on any UTF-8 file instead (e.g. Karpathy's
 tiny-shakespeare ``input.txt``).
 
-Published reference points (REFERENCES.md section 7): char-rnn's defaults are a 2-layer LSTM of 128
-units, seq_length 50, batch 50, RMSprop lr 2e-3 (decay 0.97 per epoch after epoch 10), gradients
-clamped element-wise to 5, 95/5 split; its README's example checkpoints reach validation losses
-of 2.07 nats/char (0.95 epochs) and 1.40 nats/char = 2.01 bits/char (30 epochs) on tiny-shakespeare --
-illustrative, not a benchmark. nanoGPT's 10.7M-parameter transformer reaches 1.47 nats/char = 2.12
-bits/char there; Pascanu et al. 2013 report 1.41-1.42 bits/char on character-level Penn Treebank.
-Differences here: Adam instead of RMSprop, global-norm clipping instead of element-wise clamping,
-random windows instead of truncated BPTT over the contiguous text.
+Published reference points (char-rnn's ``train.lua`` and README; nanoGPT's README): char-rnn's defaults
+are a 2-layer LSTM of 128 units, seq_length 50, batch 50, RMSprop lr 2e-3 (decay 0.97 per epoch after
+epoch 10), gradients clamped element-wise to 5, 95/5 split; its README's example checkpoints reach
+validation losses of 2.07 nats/char (0.95 epochs) and 1.40 nats/char = 2.01 bits/char (30 epochs) on
+tiny-shakespeare -- illustrative, not a benchmark. nanoGPT's 10.7M-parameter transformer reaches 1.47
+nats/char = 2.12 bits/char there; Pascanu et al. 2013 report 1.41-1.42 bits/char on character-level Penn
+Treebank. Differences here: Adam instead of RMSprop, global-norm clipping instead of element-wise
+clamping, random windows instead of truncated BPTT over the contiguous text.
 
 Measured (2-core shared CPU dev machine, load ~4-5, ``nice -n 10``; jax 0.10.2, CPython 3.11 corpus):
 ``--preset quick`` (1x256 LSTM, 387k parameters, 2000 updates of 64x50 characters, 7.6 min wall in
@@ -45,9 +45,12 @@ Python-shaped (indented ``if isinstance(obj, ...):`` blocks, ``self.write(", ")`
     python -m experiments.char_lm --preset paper                 # 3x512 LSTM, accelerator
     python -m experiments.char_lm --preset quick --text input.txt --prime "ROMEO:"
 
-References: A. Karpathy, char-rnn (github.com/karpathy/char-rnn, ``train.lua``, ``sample.lua``) and
-"The Unreasonable Effectiveness of Recurrent Neural Networks" (2015); S. Hochreiter, J. Schmidhuber,
-"Long Short-Term Memory" (1997); F. Gers et al., "Learning to Forget" (2000).
+References: A. Karpathy, char-rnn (github.com/karpathy/char-rnn, ``train.lua``, ``sample.lua``) and "The
+Unreasonable Effectiveness of Recurrent Neural Networks" (2015); the RNN language model of Machine
+Learning Lecture 17 "Recurrent Neural Networks", RWTH Aachen; A. Karpathy, nanoGPT (README,
+``shakespeare_char``); R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent
+neural networks" (ICML 2013); S. Hochreiter, J. Schmidhuber, "Long Short-Term Memory" (1997); F. Gers et
+al., "Learning to Forget" (2000).
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ class CharModel(NamedTuple):
     * ``apply(params, xs, carry=None, key=None) -> (carry, logits)``: ``xs (T, *batch, V)`` one-hot,
       ``logits (T, *batch, V)``; ``key`` turns on dropout between layers (training).
     * ``step(params, carry, token) -> (carry, logits)``: one character, ``token (*batch,)`` int ids.
-    * ``initial_carry(params, batch_shape) -> carry``: zeros, one ``LSTMState`` per layer.
+    * ``initial_carry(params, batch_shape) -> carry``: zeros, one ``LSTMCarry`` per layer.
     * ``vocab_size``.
     """
 

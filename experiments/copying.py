@@ -1,21 +1,22 @@
 """The copying memory problem of Arjovsky, Shah & Bengio 2016 (uRNN), section 4.1: LSTM and tanh RNN.
 
-Task: :func:`experiments.tasks.copying` (the authors' ``memory_problem.py`` [SRC], REFERENCES.md
-section 5) -- ``T + 20`` one-hot steps over 10 symbols: 10 data symbols uniform in 1..8, ``T - 1``
-blanks, the delimiter 9, 10 blanks; the target is ``T + 10`` blanks then the 10 data symbols in order;
-the loss is the cross-entropy averaged over all ``T + 20`` steps, read out linearly from every state.
-The memoryless strategy (blank for ``T + 10`` steps, a uniform guess over the 8 symbols for the last
-10) costs :func:`experiments.tasks.copying_baseline` ``= 10 ln 8 / (T + 20)`` nats.
+Task: :func:`experiments.tasks.copying` (the authors' ``memory_problem.py`` [SRC: read in the authors'
+code, github.com/amarshah/complex_RNN]) -- ``T + 20`` one-hot steps over 10 symbols: 10 data symbols
+uniform in 1..8, ``T - 1`` blanks, the delimiter 9, 10 blanks; the target is ``T + 10`` blanks then the
+10 data symbols in order; the loss is the cross-entropy averaged over all ``T + 20`` steps, read out
+linearly from every state. The memoryless strategy (blank for ``T + 10`` steps, a uniform guess over the
+8 symbols for the last 10) costs :func:`experiments.tasks.copying_baseline` ``= 10 ln 8 / (T + 20)``
+nats.
 
 Models: ``jr.lstm(40)`` (forget bias 1) and ``jr.elman(80, "tanh")`` -- the paper's sizes (about 6.5k
 parameters each); IRNN/np-RNN with ``--cells irnn np_rnn --hidden 80``.
 
 Optimiser, as the paper [SRC]: RMSProp (decay 0.9, ``r_0 = 1e-3``), lr 1e-3, elementwise gradient
 clipping at 1 (LSTM and tanh RNN "needed gradient clipping"). The ``paper`` preset: T = 100, 200 (the
-paper also has 300, 500), batch 20 (the paper's adding-problem batch), 20,000 updates (the copying
-batch and iteration budget are not in the stored sources), test on 10,000 sequences. The ``quick``
-preset (2-core CPU, about 10 minutes): T = 10, 20, 40, seeds 0 and 1, batch 32, 12,000 updates, test
-on 1000 sequences.
+paper also has 300, 500), batch 20 (the paper's adding-problem batch), 20,000 updates (the copying batch
+and iteration budget were not found in the paper or the code), test on 10,000 sequences. The ``quick``
+preset (2-core CPU, about 10 minutes): T = 10, 20, 40, seeds 0 and 1, batch 32, 12,000 updates, test on
+1000 sequences.
 
 Published results [SRC, Arjovsky et al. 2016, section 4.1; no numbers, read off the figure's text]:
 "aside from the simplest case, both the RNN with tanh and ... the LSTMs get almost exactly the same

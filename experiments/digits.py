@@ -10,20 +10,21 @@ split). The test accuracy is on the whole test split. Chance is about 10%.
 Models: ``jr.irnn(H)`` (``W_hh = I``, ReLU), ``jr.lstm(H)`` (forget bias 1), ``jr.elman(H, "tanh")``;
 ``--cells`` also takes ``np_rnn``.
 
-Optimiser. The ``paper`` preset is Le et al.'s MNIST protocol as REFERENCES.md section 3 recalls it
-([RECALL], not verified): SGD, batch 16, H = 100, learning rate / clipping threshold per model --
-IRNN 1e-8 / 1, LSTM 1e-2 / 1, tanh RNN 1e-8 / 10 -- for 1M updates (the paper trains for about as
-many; with these rates little happens in fewer). The ``quick`` preset (2-core CPU, a few minutes)
-uses RMSProp (decay 0.9) with elementwise clipping at 1 (Arjovsky et al.'s optimiser, REFERENCES
-section 5), lr 1e-3, H = 64, batch 32, 3000 updates; the IRNN gets lr 1e-4 (Arjovsky et al.
-found it "particularly unstable": in a one-seed probe here lr 1e-3 collapsed it to chance, 8% test
-accuracy, and 3e-4 gave 35% / 25% against 33% / 21% with 1e-4).
+Optimiser. The ``paper`` preset is Le et al.'s MNIST protocol as recalled from their Table 1 ([RECALL],
+not verified): SGD, batch 16, H = 100, learning rate / clipping threshold per model -- IRNN 1e-8 / 1,
+LSTM 1e-2 / 1, tanh RNN 1e-8 / 10 -- for 1M updates (the paper trains for about as many; with these
+rates little happens in fewer). The ``quick`` preset (2-core CPU, a few minutes) uses RMSProp (decay
+0.9) with elementwise clipping at 1 (Arjovsky, Shah & Bengio 2016, "Unitary Evolution Recurrent Neural
+Networks"), lr 1e-3, H = 64, batch 32, 3000 updates; the IRNN gets lr 1e-4 (Arjovsky et al. found it
+"particularly unstable": in a one-seed probe here lr 1e-3 collapsed it to chance, 8% test accuracy, and
+3e-4 gave 35% / 25% against 33% / 21% with 1e-4).
 
 Published results -- pixel MNIST (784 steps, 60k images), NOT these 8x8 digits; test accuracy %,
 sequential / permuted: IRNN 97.0 / 82.0 and tanh RNN 35.0 / 35.0 (Le et al. 2015, confirmed second-hand
 through Cooijmans et al. 2017's table [2ND]); LSTM 65 / 36 [RECALL]; Arjovsky et al. 2016 [SRC]: LSTM
 98.2 / 88 with RMSProp. The 8x8 task is far shorter (64 steps), so every model should do much better
-than on pixel MNIST; what carries over is the ordering.
+than on pixel MNIST; what carries over is the ordering. Source tags: [SRC] read in the paper or the
+authors' code; [2ND] from a secondary source; [RECALL] recalled, not verified.
 
 Measured with ``--preset quick`` (2-core CPU shared with other jobs; 1 min 45 s for the 6 runs), test
 accuracy on the 359 test images, seed 0: sequential -- IRNN 0.326, LSTM 0.939, tanh RNN 0.942;

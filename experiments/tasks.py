@@ -44,8 +44,8 @@ name                         source                                             
 ``char_lm``                  character language model (Karpathy's char-rnn)                  all_softmax
 ===========================  ==============================================================  =========
 
-The three adding problems are NOT interchangeable (REFERENCES.md section 10): values in U[0, 1) vs
-U[-1, 1], the marker channel first or second, marker positions, the target (mean, sum, or
+The three adding problems are NOT interchangeable (compare the three sources below): values in
+U[0, 1) vs U[-1, 1], the marker channel first or second, marker positions, the target (mean, sum, or
 ``0.5 + sum / 4``), and the error criterion all differ. Each keeps its source's layout.
 
 References: R. Pascanu, T. Mikolov, Y. Bengio, "On the difficulty of training recurrent neural

@@ -9,7 +9,7 @@ another at ``p1 in [0.5 L, 0.6 L)``; classify the pair (AA, BA, AB, BB) at the l
 * ``sigmoid``: sigmoid units, ``W_in, W_hh, W_out ~ N(0, 0.01)``;
 * ``basic_tanh``: tanh units, ``N(0, 0.1)`` everywhere;
 * ``smart_tanh``: tanh units, ``W_in, W_out ~ N(0, 0.01)``, ``W_hh`` sparse with 15 non-zero
-  connections per unit, rescaled to spectral radius 0.95 (``jr.initializers.sparse(15, 0.95,
+  connections per unit, rescaled to spectral radius 0.95 (``jr.initialisers.sparse(15, 0.95,
   per="outgoing")``: the authors' code zeroes per *row* of ``W_hh`` in the row convention
   ``h_t = f(h_{t-1} W_hh + ...)``, which is jaxrnn's, i.e. 15 outgoing connections per unit, while the
   paper's text says "incoming"; ``--sparse-per incoming`` gives the text's version);
@@ -28,7 +28,7 @@ A run succeeds when fewer than 1% of 10,000 fresh sequences are misclassified, w
 (the paper); 5 runs per point. The sweep trains every ``(init, method, length)`` point with all its
 seeds at once and reports the fraction of seeds that succeeded.
 
-Published values (Figure 7, digitised in ``REFERENCES.md`` section 1.8; fraction of 5 runs):
+Published values (Pascanu et al. 2013, Figure 7, digitised by reading off the plot; fraction of 5 runs):
 
 ==========  ========  ====  ====  ====  ====  ====
 init        method     50   100   150   200   250
@@ -110,7 +110,7 @@ INITS = ("sigmoid", "basic_tanh", "smart_tanh")
 METHODS = ("MSGD", "MSGD-C", "MSGD-CR")
 N_IN, N_OUT = 6, 4  # temporal order: 6 one-hot symbols, 4 classes
 
-# Figure 7, digitised (REFERENCES.md section 1.8): {init: {method: {length: success rate}}}.
+# Pascanu et al. 2013, Figure 7, digitised off the plot: {init: {method: {length: success rate}}}.
 # Lengths ~15 and ~20 are pixel estimates of the leftmost markers; sigmoid's "~22" may be 25.
 PAPER = {
     "sigmoid": {
@@ -184,17 +184,17 @@ PRESETS = {
 def make_cell(init: str, hidden: int, sparse_per: str = "outgoing") -> jr.Cell:
     """The Elman cell of the paper's initialisation ``init`` (see the module docstring)."""
     if init == "sigmoid":
-        return jr.elman(hidden, "sigmoid", **_inits(0.01, jr.initializers.normal(0.01)))
+        return jr.elman(hidden, "sigmoid", **_inits(0.01, jr.initialisers.normal(0.01)))
     if init == "basic_tanh":
-        return jr.elman(hidden, "tanh", **_inits(0.1, jr.initializers.normal(0.1)))
+        return jr.elman(hidden, "tanh", **_inits(0.1, jr.initialisers.normal(0.1)))
     if init == "smart_tanh":
-        w_hh = jr.initializers.sparse(15 if hidden >= 15 else hidden, 0.95, per=sparse_per)
+        w_hh = jr.initialisers.sparse(15 if hidden >= 15 else hidden, 0.95, per=sparse_per)
         return jr.elman(hidden, "tanh", **_inits(0.01, w_hh))
     raise runner.UsageError(f"temporal_order: unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
 def _inits(std_in: float, recurrent) -> dict:
-    return dict(kernel_init=jr.initializers.normal(std_in), recurrent_init=recurrent, bias_init="zeros")
+    return dict(kernel_init=jr.initialisers.normal(std_in), recurrent_init=recurrent, bias_init="zeros")
 
 
 def out_std(init: str) -> float:

@@ -1,25 +1,55 @@
 """jaxrnn: JAX functional RNN kernels.
 
-Every recurrent cell of the classic RNN literature as a pure step function
-(:class:`~jaxrnn.Cell`), unrolled by one ``jax.lax.scan`` (:func:`~jaxrnn.unroll`), with sequence
-layers (:func:`~jaxrnn.bidirectional`, :func:`~jaxrnn.stack`), the losses of the acceptor, transducer and
-encoder patterns (:mod:`jaxrnn.losses`), initialisers
-(:mod:`jaxrnn.initializers`), weight interop with PyTorch and Flax (:mod:`jaxrnn.interop`),
-truncated BPTT of every kind (:mod:`jaxrnn.truncation`), Pascanu's regulariser
-(:mod:`jaxrnn.regularisers`) and the optax transforms of his recipe (:mod:`jaxrnn.optim`),
-Hessian-free optimisation (:mod:`jaxrnn.second_order`), recurrent dropout and normalised LSTMs, and
-spectral, Jacobian and Lyapunov diagnostics (:mod:`jaxrnn.diagnostics`).
+Every recurrent cell of the classic RNN literature as a pure step function, unrolled by one
+``jax.lax.scan`` (:func:`unroll`), with layers, losses, initialisers, weight interop, truncated BPTT,
+Pascanu's regulariser, Hessian-free optimisation and spectral, Jacobian and Lyapunov diagnostics::
 
     import jaxrnn as jr
     cell = jr.lstm(128)
     params = cell.init(key, input_size=32)
     final, ys = jr.unroll(cell, params, xs)     # xs (T, B, 32) -> ys (T, B, 128)
+
+**The Cell contract** (:class:`Cell`). A cell is a value: made by a factory (``jr.lstm(128)``) or a
+transform, equal and hashed by factory, hyper-parameters (``cell.hparams``, static) and data
+(``cell.data``: arrays and wrapped cells, the pytree leaves); its repr is the factory call. Fields:
+
+* ``init(key, input_size, dtype) -> params``; ``initial_carry(params, batch_shape) -> carry``;
+* ``project(params, x) -> px`` (the input-only part) and ``recur(params, carry, px, t=None) -> carry``;
+  ``step(params, carry, x, t=None) = recur(params, carry, project(params, x), t)``;
+* ``output(carry) -> y``; ``input_size(params)``;
+* capabilities: ``cut(carry, t)`` (a gradient-only map, identity unless truncated), ``uses_step_index``,
+  ``step_limit``, ``kernel`` (a whole-sequence fast path), ``form`` (an Elman-type recurrence with its
+  :class:`Activation`, for the bound and Omega), ``fns.masked_recur`` (for recurrent dropout).
+
+``t`` is per-step data, the index of the step in its sequence (since the start or the last reset, plus
+``t0``), supplied by :func:`unroll` and every consumer; only cells with ``uses_step_index`` read it.
+
+**What a transform may do** (Cell -> Cell: :func:`truncate`, :func:`recurrent_dropout`,
+:func:`learned_initial_state`, :func:`deep_rnn`): change ``init``/``initial_carry`` (a learned ``s_0``),
+the dynamics through per-step data (dropout masks drawn from the key, the batch row and ``t``), the
+gradients through ``cut``, or combine cells (a deep RNN's carry is the tuple of its cells' carries).
+**What it may not do**: put anything in the carry that the wrapped cell does not have (no counters, no
+keys, no masks), change values through ``cut``, or hide its data in closures (data are leaves).
+``recurrent_dropout(c, rate, None)`` returns ``c`` itself.
+
+**What a consumer does** (:func:`unroll`, :func:`tbptt`, :func:`state_gradients`, :func:`gradient_flow`,
+:func:`pascanu`, the layers, the diagnostics): it supplies ``t``; the unrolling consumers apply ``cut``
+to the carry entering each step (so truncation changes gradients); the diagnostics step with ``recur``
+only (they describe the dynamics, so a truncated cell has its wrapped cell's Jacobians and exponents).
+Each takes every transform and composition, or raises an error naming what it cannot serve and why
+(``tests/test_composition.py`` holds the whole matrix to plain-loop references).
+
+Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`,
+:mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`,
+:mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`,
+and :mod:`jaxrnn.validators` (the argument checks every module shares).
 """
 
 from jaxrnn import (
+    activations,
     cells,
     diagnostics,
-    initializers,
+    initialisers,
     interop,
     kernels,
     losses,
@@ -27,13 +57,16 @@ from jaxrnn import (
     regularisers,
     second_order,
     truncation,
+    validators,
 )
+from jaxrnn.activations import Activation
 from jaxrnn.cells import (
     Cell,
-    LSTMState,
+    LSTMCarry,
     accumulator,
     bn_lstm,
     ctrnn,
+    deep_rnn,
     elman,
     gru,
     irnn,
@@ -49,6 +82,7 @@ from jaxrnn.cells import (
     np_rnn,
     recurrent_dropout,
 )
+from jaxrnn.deprecation import module_getattr
 from jaxrnn.diagnostics import (
     gradient_bound,
     gradient_flow,
@@ -66,22 +100,34 @@ from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, u
 
 __version__ = "0.1.0"
 
+# deprecated names (the vocabulary is "carry"; module names are spelt one way)
+__getattr__ = module_getattr(
+    "jaxrnn",
+    {
+        "LSTMState": ("jaxrnn.cells", "LSTMCarry"),
+        "initializers": ("jaxrnn.initialisers", ""),
+    },
+)
+
 __all__ = [
+    "Activation",
     "Cell",
-    "LSTMState",
+    "LSTMCarry",
     "Layer",
     "accumulator",
+    "activations",
     "bidirectional",
     "bn_lstm",
     "cells",
     "ctrnn",
+    "deep_rnn",
     "diagnostics",
     "elman",
     "gradient_bound",
     "gradient_flow",
     "gru",
     "hessian_free",
-    "initializers",
+    "initialisers",
     "interop",
     "irnn",
     "jacobian_norms",
@@ -114,4 +160,5 @@ __all__ = [
     "truncate",
     "truncation",
     "unroll",
+    "validators",
 ]

@@ -7,8 +7,8 @@ branches in Python on array values, so all of them work under :func:`jax.jit` (t
 anything is traced.
 
 * :func:`spectral_radius`, :func:`max_singular_value` -- ``rho(W)`` and ``sigma_max(W)`` of a
-  recurrent matrix (Pascanu et al. 2013, section 2.1; seed 000).
-* :func:`gradient_bound` -- the seed-000 bound ``||ds_t/ds_k|| <= (gamma_theta gamma_phi)^(t-k)``
+  recurrent matrix (Pascanu, Mikolov & Bengio 2013, section 2.1).
+* :func:`gradient_bound` -- the bound ``||ds_t/ds_k|| <= (gamma_theta gamma_phi)^(t-k)``
   for Elman-type cells.
 * :func:`step_jacobians`, :func:`jacobian_norms` -- the per-step Jacobians ``ds_t/ds_{t-1}`` of any
   cell along a trajectory and the norms of their products ``||ds_t/ds_k||`` (the quantity behind
@@ -19,7 +19,13 @@ anything is traced.
 Conventions. The state ``s`` is the cell's carry flattened to one vector of size ``n``
 (:func:`jax.flatten_util.ravel_pytree`; for an LSTM ``n = 2H``: ``h`` then ``c``). Jacobians are in
 the column convention of ``jax.jacobian``, ``J[i, j] = d s_new[i] / d s_old[j]`` (for an Elman cell
-``diag(f'(a_t)) W_hh^T``, seed 000 and Pascanu et al. eq. 5, since jaxrnn writes ``h @ W_hh``).
+``diag(f'(a_t)) W_hh^T``, Pascanu et al. eq. 5, since jaxrnn writes ``h @ W_hh``).
+
+The diagnostics describe a cell's *dynamics*: they step with ``cell.recur`` and the step index
+``t = 0 .. T-1`` (so per-step dropout masks and a ``bn_lstm``'s per-step statistics are those of the
+unroll), never with ``cell.cut``, which only changes gradients. So a :func:`~jaxrnn.truncate`-d cell has
+exactly the wrapped cell's Jacobians and exponents, and any transform or :func:`~jaxrnn.deep_rnn` is
+taken as it is.
 Time is indexed as in :func:`jaxrnn.unroll`: ``s_t`` is the state *after* step ``t``, the step that
 reads ``xs[t]``, ``t = 0 .. T-1``, and ``s_{-1}`` is the initial carry, so ``s_t`` is the state whose
 output is ``ys[t]``.
@@ -27,13 +33,13 @@ output is ``ys[t]``.
 
 from __future__ import annotations
 
-import operator
-
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxrnn.unroll import _check_carry, _check_cell, _check_xs, state_gradients
+from jaxrnn import activations
+from jaxrnn import validators as check
+from jaxrnn.unroll import check_unroll_kwargs, state_gradients
 
 __all__ = [
     "gradient_bound",
@@ -46,10 +52,6 @@ __all__ = [
     "step_jacobians",
 ]
 
-# sup |f'| of the built-in activations (jaxrnn.cells.base.ACTIVATIONS); seed 000: "gamma_phi".
-ACTIVATION_DERIVATIVE_BOUNDS = {"tanh": 1.0, "relu": 1.0, "identity": 1.0, "sigmoid": 0.25}
-
-# Cells whose step is s -> f(s @ W_hh + px) (the Elman family) or its leaky Euler form (ctrnn).
 _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 / bf16 passes for float32 products on accelerators
 
 
@@ -58,25 +60,11 @@ _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 / bf16 passes for float32 produc
 
 
 def _int(value, what: str, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int >= {minimum}; got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int >= {minimum}; got {value!r}") from None
-    if n < minimum:
-        raise ValueError(f"{what} must be an int >= {minimum}; got {n}")
-    return n
+    return check.int_at_least(value, what, minimum=minimum)
 
 
 def _real_array(x, what: str):
-    """``x`` as a JAX array with a real floating dtype (integers promoted, at least float32)."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        x = jnp.asarray(x)
-    dtype = jnp.dtype(x.dtype)
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-        raise TypeError(f"{what} must be a real-valued (floating or integer) array; got dtype {dtype}")
-    return jnp.asarray(x, jnp.promote_types(dtype, jnp.float32))
+    return check.real_array(x, what)
 
 
 def _matrix(W, fn: str, *, square: bool, name: str = "W"):
@@ -100,11 +88,12 @@ def _matrix(W, fn: str, *, square: bool, name: str = "W"):
 def _trajectory(cell, params, xs, carry, fn: str):
     """Validate an unbatched trajectory and return ``(s0, f, px)``.
 
-    ``s0 (n,)`` is the flattened initial carry, ``f(s, px_t) -> s_new`` the recurrence on flat states
-    and ``px`` the projected inputs (leading axis ``T``), ready for one ``lax.scan``.
+    ``s0 (n,)`` is the flattened initial carry, ``f(s, px_t, t) -> s_new`` the recurrence on flat states
+    (the cell's dynamics: ``recur`` with the step index, never ``cut``, which only changes gradients) and
+    ``px`` the projected inputs (leading axis ``T``), ready for one ``lax.scan`` over ``(px, arange(T))``.
     """
-    cell = _check_cell(cell, fn)
-    xs, _ = _check_xs(cell, params, xs, 0, fn)
+    cell = check.cell(cell, fn)
+    xs, _ = check.xs(cell, params, xs, 0, fn)
     if xs.ndim != 2:
         raise ValueError(
             f"{fn}: xs must have shape (T, {xs.shape[-1]}), one unbatched sequence; got shape "
@@ -116,12 +105,16 @@ def _trajectory(cell, params, xs, carry, fn: str):
     if carry is None:
         carry = cell.initial_carry(params, ())
     else:
-        carry = _check_carry(cell, params, carry, (), fn)
+        carry = check.carry(cell, params, carry, (), fn)
         carry = jax.tree.map(lambda c, e: jnp.asarray(c, e.dtype), carry, expected)
     s0, unravel = ravel_pytree(carry)
+    if not jnp.issubdtype(s0.dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: the carry of {cell.name} must be floating to take its Jacobians; got {s0.dtype}"
+        )
 
-    def f(s, px_t):
-        new = cell.recur(params, unravel(s), px_t)
+    def f(s, px_t, t):
+        new = cell.recur(params, unravel(s), px_t, t)
         new = jax.tree.map(lambda a, e: a.astype(e.dtype), new, expected)  # keep the carry's dtype
         return ravel_pytree(new)[0].astype(s0.dtype)
 
@@ -129,11 +122,13 @@ def _trajectory(cell, params, xs, carry, fn: str):
 
 
 def _step_jacobians(s0, f, px):
-    def body(s, px_t):
-        J, s_new = jax.jacfwd(lambda s: (f(s, px_t), f(s, px_t)), has_aux=True)(s)
+    def body(s, inp):
+        px_t, t = inp
+        J, s_new = jax.jacfwd(lambda s: (f(s, px_t, t), f(s, px_t, t)), has_aux=True)(s)
         return s_new, J
 
-    return jax.lax.scan(body, s0, px)[1]
+    T = jax.tree.leaves(px)[0].shape[0]
+    return jax.lax.scan(body, s0, (px, jnp.arange(T, dtype=jnp.int32)))[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +138,7 @@ def _step_jacobians(s0, f, px):
 def spectral_radius(W, method: str = "eig", num_iters: int = 20) -> jax.Array:
     """The spectral radius ``rho(W) = max_i |lambda_i(W)|`` of a square matrix.
 
-    Pascanu et al. (2013, section 2.1; seed 000): for a linear recurrence ``rho(W_hh) < 1`` is
+    Pascanu, Mikolov & Bengio (2013, section 2.1): for a linear recurrence ``rho(W_hh) < 1`` is
     sufficient for the long-term components of the gradient to vanish and ``rho > 1`` necessary for
     them to explode (``||W^k|| -> 0`` iff ``rho(W) < 1``).
 
@@ -254,7 +249,8 @@ def _gelfand(W, num_iters: int, sweeps: int = 8):
 def max_singular_value(W) -> jax.Array:
     """The spectral norm ``sigma_max(W) = ||W||_2 = sqrt(lambda_max(W^T W))`` of a matrix.
 
-    Seed 000's ``gamma_theta``: ``||dh_i/dh_{i-1}|| <= ||W^T|| ||diag(phi')|| = gamma_theta gamma_phi``;
+    The ``gamma_theta`` of the Politecnico di Milano lecture:
+    ``||dh_i/dh_{i-1}|| <= ||W^T|| ||diag(phi')|| = gamma_theta gamma_phi``;
     Pascanu et al. (2013, section 2.1): ``sigma_max(W_hh) < 1/gamma`` is sufficient for vanishing
     gradients and ``> 1/gamma`` necessary for exploding ones. Always ``>= spectral_radius(W)`` for a
     square ``W`` (equal for normal matrices). Computed as ``jnp.linalg.norm(W, 2)`` (an SVD).
@@ -273,11 +269,11 @@ def max_singular_value(W) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------------
-# the seed-000 bound
+# the vanishing-gradient bound
 
 
 def gradient_bound(cell, params, max_lag: int, activation=None, *, log: bool = False) -> jax.Array:
-    """The bound ``||ds_t/ds_k||_2 <= eta^(t-k)`` of seed 000 for Elman-type cells, ``t-k = 0..max_lag``.
+    """The bound ``||ds_t/ds_k||_2 <= eta^(t-k)`` for Elman-type cells, ``t-k = 0..max_lag``.
 
     For ``h_t = f(h_{t-1} @ W_hh + x_t @ W_xh + b)`` (``elman``, ``irnn``, ``np_rnn``) the step
     Jacobian is ``diag(f'(a_t)) W_hh^T``, so with ``gamma_theta = sigma_max(W_hh)`` and
@@ -285,12 +281,12 @@ def gradient_bound(cell, params, max_lag: int, activation=None, *, log: bool = F
 
         ||dh_t/dh_k|| <= prod_{i=k+1}^t ||W_hh^T|| ||diag f'(a_i)|| <= (gamma_theta gamma_phi)^(t-k)
 
-    (seed 000, "Vanishing and Exploding Gradient"; Pascanu et al. 2013, eq. 7 and section 2.1:
-    ``eta = gamma_theta gamma_phi < 1`` is sufficient for vanishing gradients). For the Euler-discretised
+    (the Politecnico di Milano lecture "Recurrent Neural Networks"; Pascanu et al. 2013, eq. 7 and section
+    2.1: ``eta = gamma_theta gamma_phi < 1`` is sufficient for vanishing gradients). For the Euler-discretised
     continuous-time cell ``ctrnn``, ``s_t = (1-alpha) s_{t-1} + alpha (f(s_{t-1}) @ W_hh + ...)``, the
-    Jacobian is ``(1-alpha) I + alpha W_hh^T diag(f'(s_{t-1}))`` and the triangle inequality
-    (``0 <= 1 - alpha``) and submultiplicativity give ``eta = 1 - alpha + alpha gamma_theta gamma_phi``.
-    ``alpha`` and the activation are read from ``cell.hparams``.
+    Jacobian is ``(1-alpha) I + alpha W_hh^T diag(f'(s_{t-1}))`` and the triangle inequality (``0 <= 1 -
+    alpha``) and submultiplicativity give ``eta = 1 - alpha + alpha gamma_theta gamma_phi``. ``alpha``, the
+    activation and its ``sup |f'|`` are read from ``cell.form`` (a :class:`~jaxrnn.cells.RecurrentForm`).
 
     The bound is a worst case over all trajectories; compare it with :func:`jacobian_norms` along an
     actual one. It is not defined here for gated cells (LSTM, GRU, ...), whose Jacobians are not of
@@ -304,7 +300,7 @@ def gradient_bound(cell, params, max_lag: int, activation=None, *, log: bool = F
         :func:`~jaxrnn.learned_initial_state`).
       params: its parameters; ``params["W_hh"]`` is ``(H, H)``.
       max_lag: the largest ``t - k``; an int ``>= 0``.
-      activation: ``None`` (default): the cell's own, from ``cell.hparams["activation"]``; or a name,
+      activation: ``None`` (default): the cell's own, ``cell.form.activation.sup_grad``; or a name,
         ``"tanh"``, ``"relu"``, ``"identity"`` (``gamma_phi = 1``), ``"sigmoid"`` (``1/4``); or a
         number, taken as ``gamma_phi = sup |f'|`` itself (needed for a custom activation callable).
       log: return ``(t-k) log eta`` instead (finite where ``eta^(t-k)`` overflows; ``-inf`` for
@@ -318,47 +314,43 @@ def gradient_bound(cell, params, max_lag: int, activation=None, *, log: bool = F
       ``W_hh``, a negative ``max_lag`` or an unknown ``activation``.
     """
     fn = "gradient_bound"
-    cell = _check_cell(cell, fn)
-    family = cell.hparams.get("family")
-    if family not in ("elman", "ctrnn"):
+    cell = check.cell(cell, fn)
+    form = cell.form
+    if form is None:
         raise ValueError(
             f"{fn}: the bound (gamma_theta * gamma_phi)^(t-k) holds for Elman-type cells (elman, "
-            f"irnn, np_rnn, ctrnn), whose step Jacobian is W_hh^T diag(f'); got a {cell.name!r} cell. "
-            f"For gated cells measure the Jacobian products instead: jacobian_norms(cell, params, xs) "
-            f"or lyapunov_spectrum(cell, params, xs)."
+            f"irnn, np_rnn, ctrnn), whose step Jacobian is W_hh^T diag(f'); got a {cell.name!r} cell, "
+            f"which has no "
+            f"such RecurrentForm. For gated, dropped-out or stacked cells measure the Jacobian products "
+            f"instead: jacobian_norms(cell, params, xs) or lyapunov_spectrum(cell, params, xs)."
         )
     max_lag = _int(max_lag, f"{fn}: max_lag", minimum=0)
-    if not isinstance(params, dict) or "W_hh" not in params:
+    if not isinstance(params, dict) or form.weight not in params:
         raise TypeError(
             f"{fn}: params must be the {cell.name} cell's parameter dict with a recurrent matrix "
-            f"'W_hh' (make them with cell.init(key, input_size)); got {type(params).__name__}"
+            f"{form.weight!r} (make them with cell.init(key, input_size)); got {type(params).__name__}"
             + (f" with keys {sorted(params)}" if isinstance(params, dict) else "")
         )
-    W = _matrix(params["W_hh"], fn, square=True, name="params['W_hh']")
+    W = _matrix(params[form.weight], fn, square=True, name=f"params[{form.weight!r}]")
 
     if activation is None:
-        activation = cell.hparams["activation"]
-        if not isinstance(activation, str):
+        gamma_phi = form.activation.sup_grad
+        if gamma_phi is None:
             raise ValueError(
-                f"{fn}: this {cell.name} cell has a custom activation {activation!r}; pass "
-                f"activation=gamma_phi, a number bounding |f'|"
+                f"{fn}: this {cell.name} cell's custom activation {form.activation.name!r} has no known "
+                f"sup|f'|; "
+                f"pass activation=gamma_phi, a number bounding |f'| (or give the cell an Activation with "
+                f"sup_grad)"
             )
-    if isinstance(activation, str):
-        if activation not in ACTIVATION_DERIVATIVE_BOUNDS:
-            raise ValueError(
-                f"{fn}: activation must be one of {sorted(ACTIVATION_DERIVATIVE_BOUNDS)} or a number "
-                f"gamma_phi = sup|f'| >= 0; got {activation!r}"
-            )
-        gamma_phi = ACTIVATION_DERIVATIVE_BOUNDS[activation]
-    elif isinstance(activation, (int, float)) and not isinstance(activation, bool) and activation >= 0:
-        gamma_phi = float(activation)
+    elif isinstance(activation, (str, activations.Activation)):
+        act = activations.get(activation, f"{fn}: activation")
+        if act.sup_grad is None:
+            raise ValueError(f"{fn}: activation {act.name!r} has no known sup|f'|; pass a number instead")
+        gamma_phi = act.sup_grad
     else:
-        raise TypeError(
-            f"{fn}: activation must be a name in {sorted(ACTIVATION_DERIVATIVE_BOUNDS)} or a number "
-            f"gamma_phi = sup|f'| >= 0; got {activation!r}"
-        )
+        gamma_phi = check.real_number(activation, f"{fn}: activation (gamma_phi = sup|f'|)", low=0.0)
 
-    leak = 1.0 - cell.hparams["alpha"] if family == "ctrnn" else 0.0  # (1 - alpha) I in the Jacobian
+    leak = 1.0 - form.alpha  # (1 - alpha) I in the ctrnn's Jacobian; 0 for the Elman family
     eta = (1.0 - leak) * max_singular_value(W) * jnp.asarray(gamma_phi, W.dtype) + leak
     lags = jnp.arange(max_lag + 1, dtype=W.dtype)
     if log:
@@ -376,15 +368,15 @@ def step_jacobians(cell, params, xs, carry=None) -> jax.Array:
     ``s_t = cell.step(params, s_{t-1}, xs[t])`` for ``t = 0 .. T-1`` from ``s_{-1} = carry``, with
     the carry flattened to a vector ``s (n,)`` (:func:`jax.flatten_util.ravel_pytree`; an LSTM's
     ``(h, c)`` gives ``n = 2H``). ``J_t[i, j] = d s_t[i] / d s_{t-1}[j]`` -- for an Elman cell
-    ``diag(f'(a_t)) W_hh^T`` (seed 000; Pascanu et al. 2013, eq. 5). One ``lax.scan`` with
+    ``diag(f'(a_t)) W_hh^T`` (Pascanu et al. 2013, eq. 5). One ``lax.scan`` with
     ``jax.jacfwd`` of the step (``n`` forward-mode passes per step). In plain Python::
 
         def step_jacobians(cell, params, xs, carry=None):
             s = cell.initial_carry(params, ()) if carry is None else carry
             Js = []
             for t in range(len(xs)):
-                Js.append(jax.jacobian(cell.step, argnums=1)(params, s, xs[t]))   # flattened
-                s = cell.step(params, s, xs[t])
+                Js.append(jax.jacobian(cell.step, argnums=1)(params, s, xs[t], t))   # flattened
+                s = cell.step(params, s, xs[t], t)
             return stack(Js)
 
     Args:
@@ -413,7 +405,7 @@ def jacobian_norms(cell, params, xs, carry=None, ord=2, *, log: bool = False) ->
 
         ds_t/ds_k = J_t J_{t-1} ... J_{k+1}      for 0 <= k <= t < T    (ds_t/ds_t = I)
 
-    the "temporal contributions" of BPTT (Pascanu et al. 2013, eqs. 3-5; seed 000,
+    the "temporal contributions" of BPTT (Pascanu et al. 2013, eqs. 3-5; the Politecnico di Milano lecture,
     ``dh_t/dh_k = prod_{i=k+1}^t dh_i/dh_{i-1}``): row ``t`` against ``t - k`` is the usual
     vanishing/exploding-gradient plot. ``N[t, t] = ||I||`` (``1`` for ``ord=2``, ``sqrt(n)`` for
     ``"fro"``) and ``N[t, k] = 0`` above the diagonal (``k > t``), where ``s_t`` does not depend on
@@ -501,7 +493,7 @@ def lyapunov_spectrum(
 
     ``lambda_i = lim (1/T) log sigma_i(J_T ... J_1)`` (per step, natural log), estimated by the QR
     (Benettin) method as in Engelken, Wolf & Abbott (2020, "Lyapunov spectra of chaotic recurrent
-    neural networks", arXiv:2006.02427, and their demo code; REFERENCES.md section 6.1): an
+    neural networks", arXiv:2006.02427, and their demo code): an
     orthonormal frame ``Q (n, k)`` is carried through the step Jacobians ``J_t = ds_t/ds_{t-1}``
     (:func:`step_jacobians`, here as ``k`` Jacobian-vector products per step) and re-orthonormalised
     by a sign-fixed QR every ``reorth_every`` steps; the logs of ``|diag R|`` accumulated after the
@@ -511,8 +503,8 @@ def lyapunov_spectrum(
         Q = qr(normal(key, (n, k)))[0]
         total = zeros(k)
         for t in range(T):
-            Q = J(s, xs[t]) @ Q                       # J = ds_t/ds_{t-1} at s = s_{t-1}
-            s = cell.step(params, s, xs[t])
+            Q = J(s, xs[t], t) @ Q                    # J = ds_t/ds_{t-1} at s = s_{t-1}
+            s = cell.step(params, s, xs[t], t)
             since = t + 1 if t < burn_in else t - burn_in + 1        # steps since the last forced QR
             if t == T - 1 or t == burn_in - 1 or since % reorth_every == 0:
                 Q, R = qr(Q)                          # signs fixed so that diag(R) >= 0
@@ -588,7 +580,7 @@ def lyapunov_spectrum(
     def body(state, inp):
         s, Q, total = state
         px_t, t = inp
-        s_new, jvp = jax.linearize(lambda s: f(s, px_t), s)
+        s_new, jvp = jax.linearize(lambda s: f(s, px_t, t), s)
         M = jax.vmap(jvp, in_axes=1, out_axes=1)(Q)
         since = jnp.where(t < burn_in, t, t - burn_in) + 1
         do_qr = (t == T - 1) | (t == burn_in - 1) | (since % r == 0)
@@ -651,7 +643,8 @@ def kaplan_yorke_dimension(exponents) -> jax.Array:
 
 
 def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean", **unroll_kwargs):
-    """The vanishing-gradient curve ``||dL/ds_k||`` against ``k`` (seeds 000, 001, 003).
+    """The vanishing-gradient curve ``||dL/ds_k||`` against ``k`` (the Politecnico di Milano,
+    RWTH Aachen and dynamical-systems lectures; Pascanu et al. 2013).
 
     ``dL/ds_k`` is the total derivative of the loss with respect to the state after step ``k`` (the
     error BPTT carries back), from :func:`~jaxrnn.unroll.state_gradients` (zero probes and the
@@ -679,11 +672,13 @@ def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean"
     fn = "gradient_flow"
     if reduce not in ("mean", "none"):
         raise ValueError(f"{fn}: reduce must be 'mean' or 'none'; got {reduce!r}")
-    cell = _check_cell(cell, fn)
-    xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
+    cell = check.cell(cell, fn)
+    check_unroll_kwargs(unroll_kwargs, fn)
+    xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     n_batch = xs_t.ndim - 2
     _, _, g = state_gradients(cell, params, xs, loss_fn, carry, **unroll_kwargs)
-    leaves = [leaf for leaf in jax.tree.leaves(g) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    sq = sum(jnp.sum(leaf.reshape(leaf.shape[: 1 + n_batch] + (-1,)) ** 2, axis=-1) for leaf in leaves)
+    sq = sum(
+        jnp.sum(leaf.reshape(leaf.shape[: 1 + n_batch] + (-1,)) ** 2, axis=-1) for leaf in jax.tree.leaves(g)
+    )
     norms = jnp.sqrt(sq)
     return jnp.mean(norms, axis=tuple(range(1, 1 + n_batch))) if reduce == "mean" else norms

@@ -29,7 +29,7 @@ kind           jaxrnn cell                       jaxrnn params                  
   (kind ``"lstm"``), ``GRUCell`` (``"gru"``) and ``SimpleCell`` (``"simple"``, i.e. the
   ``rnn_tanh`` layout) store one ``Dense`` per gate, kernels ``(in, H)`` already in the row
   convention; jaxrnn concatenates them along the columns in the gate order above. Flax's LSTM carry
-  is ``(c, h)``, jaxrnn's :class:`~jaxrnn.LSTMState` is ``(h, c)``: see :func:`from_flax_carry`.
+  is ``(c, h)``, jaxrnn's :class:`~jaxrnn.LSTMCarry` is ``(h, c)``: see :func:`from_flax_carry`.
 
 The cells' default ``forget_bias=1.0`` is only added at ``init``; the forward pass has no hidden
 constant, so converted parameters behave exactly as in the framework they came from.
@@ -45,7 +45,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells.base import Cell, LSTMState
+from jaxrnn.cells.base import Cell, LSTMCarry
 from jaxrnn.cells.gru import gru
 from jaxrnn.cells.lstm import lstm
 from jaxrnn.cells.simple import elman
@@ -489,9 +489,9 @@ def to_torch_state(final_carry):
     """Torch's ``h_n`` (and ``c_n``) from the final carry of a jaxrnn stack.
 
     ``final_carry`` is what ``layer.apply`` of :func:`from_torch_rnn`'s layer returns: a tuple with
-    one entry per layer, each a carry (``h (B, H)`` or ``LSTMState(h, c)``) or, for bidirectional
+    one entry per layer, each a carry (``h (B, H)`` or ``LSTMCarry(h, c)``) or, for bidirectional
     layers, ``(forward_carry, backward_carry)``. A single cell's carry (an array or an
-    ``LSTMState``) is also accepted. Torch orders ``h_n (D*L, B, H)`` as layer 0 forward, layer 0
+    ``LSTMCarry``) is also accepted. Torch orders ``h_n (D*L, B, H)`` as layer 0 forward, layer 0
     reverse, layer 1 forward, ...::
 
         h_n[l * D + d] = final_carry[l][d].h       (or final_carry[l].h when D == 1)
@@ -499,14 +499,14 @@ def to_torch_state(final_carry):
     Returns:
       ``h_n`` (a jax array), or ``(h_n, c_n)`` for LSTM carries, as torch returns them.
     """
-    if isinstance(final_carry, LSTMState) or not isinstance(final_carry, (tuple, list)):
+    if isinstance(final_carry, LSTMCarry) or not isinstance(final_carry, (tuple, list)):
         final_carry = (final_carry,)
     flat = []
     for c in final_carry:
-        flat.extend([c] if isinstance(c, LSTMState) or not isinstance(c, (tuple, list)) else list(c))
-    if all(isinstance(c, LSTMState) for c in flat):
+        flat.extend([c] if isinstance(c, LSTMCarry) or not isinstance(c, (tuple, list)) else list(c))
+    if all(isinstance(c, LSTMCarry) for c in flat):
         return jnp.stack([c.h for c in flat]), jnp.stack([c.c for c in flat])
-    if any(isinstance(c, (LSTMState, tuple, list)) for c in flat):
+    if any(isinstance(c, (LSTMCarry, tuple, list)) for c in flat):
         raise TypeError(
             "to_torch_state: final_carry must be a tuple per layer of arrays or LSTMStates "
             "(pairs of them for bidirectional layers), all of one kind"
@@ -518,7 +518,7 @@ def from_torch_state(h_0, c_0=None, *, bidirectional: bool = False) -> tuple:
     """The initial carry of a jaxrnn stack from torch's ``h_0`` (and ``c_0``), ``(D*L, B, H)``.
 
     The inverse of :func:`to_torch_state`: returns a tuple with one entry per layer ``l``, the
-    carry ``h_0[l]`` (``LSTMState(h_0[l], c_0[l])`` when ``c_0`` is given) or, with
+    carry ``h_0[l]`` (``LSTMCarry(h_0[l], c_0[l])`` when ``c_0`` is given) or, with
     ``bidirectional=True``, the pair ``(carry(h_0[2l]), carry(h_0[2l + 1]))``. Pass it as ``carry``
     to ``layer.apply`` of :func:`from_torch_rnn`'s layer. Torch tensors are converted to numpy.
     """
@@ -534,7 +534,7 @@ def from_torch_state(h_0, c_0=None, *, bidirectional: bool = False) -> tuple:
         raise ValueError(
             f"{fn}: c_0 must have the shape of h_0, {tuple(jnp.shape(h_0))}; got {tuple(jnp.shape(c_0))}"
         )
-    carries = [h_0[i] if c_0 is None else LSTMState(h_0[i], c_0[i]) for i in range(jnp.shape(h_0)[0])]
+    carries = [h_0[i] if c_0 is None else LSTMCarry(h_0[i], c_0[i]) for i in range(jnp.shape(h_0)[0])]
     if D == 1:
         return tuple(carries)
     return tuple((carries[i], carries[i + 1]) for i in range(0, len(carries), 2))
@@ -572,7 +572,7 @@ def from_flax(params, kind: str) -> dict:
 
     The cells are ``jr.lstm(H)``, ``jr.gru(H, reset_after=True)`` and ``jr.elman(H, "tanh")`` (Flax's
     default ``gate_fn``/``activation_fn``, SimpleCell with ``residual=False``). Flax's LSTM carry is
-    ``(c, h)``, jaxrnn's ``LSTMState(h, c)``: convert carries with :func:`from_flax_carry`.
+    ``(c, h)``, jaxrnn's ``LSTMCarry(h, c)``: convert carries with :func:`from_flax_carry`.
 
     Args:
       params: the cell's variables ``{"params": {...}}`` or the inner ``{"ii": {"kernel": ...}, ...}``
@@ -685,16 +685,16 @@ def to_flax(params, kind: str) -> dict:
 
 def from_flax_carry(carry, kind: str):
     """A jaxrnn carry from a Flax linen cell's carry: for ``"lstm"`` Flax's ``(c, h)`` becomes
-    ``LSTMState(h, c)`` (each ``(*batch, H)``); for ``"gru"`` and ``"simple"`` the carry ``h`` is the
+    ``LSTMCarry(h, c)`` (each ``(*batch, H)``); for ``"gru"`` and ``"simple"`` the carry ``h`` is the
     same in both."""
     if _kind(kind, _FLAX_KINDS, "from_flax_carry").layout != "lstm":
         return carry
     c, h = carry
-    return LSTMState(h=h, c=c)
+    return LSTMCarry(h=h, c=c)
 
 
 def to_flax_carry(carry, kind: str):
-    """A Flax linen cell's carry from a jaxrnn carry: for ``"lstm"`` ``LSTMState(h, c)`` becomes
+    """A Flax linen cell's carry from a jaxrnn carry: for ``"lstm"`` ``LSTMCarry(h, c)`` becomes
     Flax's ``(c, h)`` (each ``(*batch, H)``); for ``"gru"`` and ``"simple"`` the carry ``h`` is the
     same in both."""
     if _kind(kind, _FLAX_KINDS, "to_flax_carry").layout != "lstm":

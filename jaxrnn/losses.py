@@ -1,4 +1,4 @@
-"""Losses for the three ways an RNN is used (seed 004, "Common use-cases of RNN"), built on optax.
+"""Losses for the three ways an RNN is used (Kitov, "Common use-cases of RNN"), built on optax.
 
 Training is BPTT: ``jax.grad`` through :func:`~jaxrnn.unroll` and one of these losses. A readout of the
 user's (``preds = ys @ W + b``) turns the outputs ``ys (T, *batch, H)`` into predictions
@@ -22,7 +22,7 @@ when the predictions or targets there are NaN or garbage (e.g. an ignore label `
 targets on padding are replaced by zeros before ``loss`` is called and the result is masked again (the
 "double where" that keeps gradients finite).
 
-References: V. Kitov, "Recurrent neural nets" (seed 004), section "Common use-cases of RNN";
+References: V. Kitov, "Recurrent neural nets" (lecture), section "Common use-cases of RNN";
 Y. Goldberg, "A Primer on Neural Network Models for Natural Language Processing" (JAIR 2016),
 "Common RNN usage-patterns" (acceptor, encoder, transducer); I. Sutskever, O. Vinyals, Q. V. Le,
 "Sequence to Sequence Learning with Neural Networks" (NeurIPS 2014), section 2 (encoder-decoder).
@@ -36,15 +36,16 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import Cell, positive_int
-from jaxrnn.unroll import _check_carry, _check_cell, _check_lengths, _check_xs
-from jaxrnn.unroll import unroll as _unroll
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell
+from jaxrnn.unroll import check_unroll_kwargs
+from jaxrnn.unroll import unroll as unroll_cell
 
 __all__ = ["acceptor", "encode", "last_valid", "transducer", "valid_mask"]
 
 _TRANSDUCER_REDUCTIONS = ("mean", "sequence_mean", "sum", "none")
 _ACCEPTOR_REDUCTIONS = ("mean", "sum", "none")
-_UNROLL_KWARGS = ("resets", "reverse", "time_axis", "unroll", "remat", "probes")
+_UNROLL_KWARGS = ("resets", "reverse", "time_axis", "unroll", "remat", "probes", "fused", "t0")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,9 +200,9 @@ def valid_mask(lengths, T: int, *, time_axis: int = 0) -> jax.Array:
       ``[0, T]`` (checked when ``lengths`` is concrete), a bad ``time_axis``.
     """
     fn = "valid_mask"
-    T = positive_int(T, f"{fn}: T")
+    T = check.positive_int(T, f"{fn}: T")
     lengths = _as_array(lengths, "lengths", fn)
-    lengths = _check_lengths(lengths, T, tuple(lengths.shape), fn)
+    lengths = check.lengths(lengths, T, tuple(lengths.shape), fn)
     axis = _time_axis(time_axis, lengths.ndim + 1, "the mask (T, *batch)", fn, features=False)
     mask = jnp.arange(T).reshape((T,) + (1,) * lengths.ndim) < lengths
     return jnp.moveaxis(mask, 0, axis) if axis else mask
@@ -210,7 +211,7 @@ def valid_mask(lengths, T: int, *, time_axis: int = 0) -> jax.Array:
 def last_valid(ys, lengths=None, *, time_axis: int = 0) -> jax.Array:
     """Each sequence's output at its last valid step: ``ys[lengths[b] - 1, b]``, ``(*batch, F)``.
 
-    The acceptor's ``y_n`` (seed 004). A gather (``take_along_axis``), so it is jit-safe with traced
+    The acceptor's ``y_n`` (Kitov). A gather (``take_along_axis``), so it is jit-safe with traced
     ``lengths``, and its gradient is the output's cotangent at step ``lengths[b] - 1`` and exactly zero
     at every other step. In plain Python::
 
@@ -240,7 +241,7 @@ def last_valid(ys, lengths=None, *, time_axis: int = 0) -> jax.Array:
     fn = "last_valid"
     ys, _ = _check_seq(ys, time_axis, "ys", fn)
     return _last_valid(
-        ys, None if lengths is None else _check_lengths(lengths, ys.shape[0], ys.shape[1:-1], fn)
+        ys, None if lengths is None else check.lengths(lengths, ys.shape[0], ys.shape[1:-1], fn)
     )
 
 
@@ -266,13 +267,13 @@ def transducer(
     time_axis: int = 0,
     reduction: str = "mean",
 ) -> jax.Array:
-    """The transducer loss (seed 004): a loss at every valid step, ``sum_i L(y_hat_i, y_i)``, reduced.
+    """The transducer loss (Kitov): a loss at every valid step, ``sum_i L(y_hat_i, y_i)``, reduced.
 
     With ``l[t, b] = L(preds[t, b], targets[t, b])`` (summed over features when ``loss`` is
     elementwise, see the module docstring), ``n_b = lengths[b]`` and ``valid[t, b] = t < n_b``::
 
         l = [[loss(preds[t, b], targets[t, b]) if t < n[b] else 0 for b in batch] for t in range(T)]
-        "sum":           sum_{t, b} l[t, b]                                # seed 004's L, over the batch
+        "sum":           sum_{t, b} l[t, b]                                # Kitov's L, over the batch
         "mean":          sum_{t, b} l[t, b] / sum_b n_b                    # per valid token
         "sequence_mean": mean_{b: n_b > 0} (sum_t l[t, b] / n_b)           # per sequence, then batch
         "none":          l, (T, *batch) with time on time_axis, zero on padding
@@ -311,7 +312,7 @@ def transducer(
       ``preds.shape[:-1]`` nor ``preds.shape``, ``targets`` whose time or batch dims differ from
       ``preds``'s, ``lengths`` of the wrong shape, dtype or range, an unknown ``reduction``.
 
-    References: V. Kitov, "Recurrent neural nets" (seed 004), "Common use-cases of RNN: Transducer".
+    References: V. Kitov, "Recurrent neural nets" (lecture), "Common use-cases of RNN: Transducer".
     """
     fn = "transducer"
     reduction = _check_reduction(reduction, _TRANSDUCER_REDUCTIONS, fn)
@@ -319,7 +320,7 @@ def transducer(
     T, batch_shape = preds.shape[0], tuple(preds.shape[1:-1])
     targets = _check_targets(targets, (T, *batch_shape), axis, fn, per_step=True)
     if lengths is not None:
-        lengths = _check_lengths(lengths, T, batch_shape, fn)
+        lengths = check.lengths(lengths, T, batch_shape, fn)
     per_feature = _check_loss(loss, preds, targets, fn, " (shapes with time moved first)" if axis else "")
 
     valid = None
@@ -348,7 +349,7 @@ def acceptor(
     time_axis: int = 0,
     reduction: str = "mean",
 ) -> jax.Array:
-    """The acceptor loss (seed 004): one loss per sequence, at its last valid step ``y_hat_n``.
+    """The acceptor loss (Kitov): one loss per sequence, at its last valid step ``y_hat_n``.
 
     With ``n_b = lengths[b]`` (``T`` when ``lengths`` is None) and ``l_b = L(preds[n_b - 1, b],
     targets[b])`` (summed over features when ``loss`` is elementwise)::
@@ -386,7 +387,7 @@ def acceptor(
       shape, ``targets`` whose batch dims differ from ``preds``'s, ``lengths`` of the wrong shape,
       dtype or range, an unknown ``reduction``.
 
-    References: V. Kitov, "Recurrent neural nets" (seed 004), "Common use-cases of RNN: Acceptor".
+    References: V. Kitov, "Recurrent neural nets" (lecture), "Common use-cases of RNN: Acceptor".
     """
     fn = "acceptor"
     reduction = _check_reduction(reduction, _ACCEPTOR_REDUCTIONS, fn)
@@ -394,7 +395,7 @@ def acceptor(
     T, batch_shape = preds.shape[0], tuple(preds.shape[1:-1])
     targets = _check_targets(targets, batch_shape, 0, fn, per_step=False)
     if lengths is not None:
-        lengths = _check_lengths(lengths, T, batch_shape, fn)
+        lengths = check.lengths(lengths, T, batch_shape, fn)
     last = _last_valid(preds, lengths)  # (*batch, F), zeros for empty sequences
     per_feature = _check_loss(loss, last, targets, fn, " (preds at the last steps)")
 
@@ -414,7 +415,7 @@ def acceptor(
 
 
 def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs):
-    """The encoder (seed 004): each sequence's representation ``y_n = O(s_n)`` and its final state ``s_n``.
+    """The encoder (Kitov): each sequence's representation ``y_n = O(s_n)`` and its final state ``s_n``.
 
     Runs :func:`~jaxrnn.unroll` and reads the output of the final carry, the state after each
     sequence's own last valid step (the initial carry for a length-0 sequence). In plain Python::
@@ -425,7 +426,7 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
         return cell.output(s), s
 
     ``y_n`` feeds a classifier or a document feature; ``s_n`` seeds a decoder RNN ("decode starting
-    from s_0 = y_n", seed 004), directly when the two cells' carries match or through a bridge (e.g.
+    from s_0 = y_n", Kitov), directly when the two cells' carries match or through a bridge (e.g.
     ``jnp.tanh(y_n @ W_bridge)``) when they do not. With ``reverse=True`` the "last" step is step 0.
 
     Example, seq2seq (Sutskever et al. 2014) with teacher forcing: source ``src (S, B, I)`` with
@@ -456,19 +457,17 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
       TypeError for an unknown keyword; everything :func:`~jaxrnn.unroll` raises (errors in ``cell``,
       ``xs``, ``carry`` and ``lengths`` named ``encode``, the other keywords' named ``unroll``).
 
-    References: V. Kitov, "Recurrent neural nets" (seed 004), "Common use-cases of RNN: Encoder";
+    References: V. Kitov, "Recurrent neural nets" (lecture), "Common use-cases of RNN: Encoder";
     Sutskever, Vinyals and Le (2014), section 2.
     """
     fn = "encode"
-    unknown = sorted(set(unroll_kwargs) - set(_UNROLL_KWARGS))
-    if unknown:
-        raise TypeError(f"{fn}: unexpected keyword arguments {unknown}; unroll takes {list(_UNROLL_KWARGS)}")
-    cell = _check_cell(cell, fn)
-    xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
+    check_unroll_kwargs(unroll_kwargs, fn, _UNROLL_KWARGS)
+    cell = check.cell(cell, fn)
+    xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
     if lengths is not None:
-        lengths = _check_lengths(lengths, T, batch_shape, fn)
+        lengths = check.lengths(lengths, T, batch_shape, fn)
     if carry is not None:
-        carry = _check_carry(cell, params, carry, batch_shape, fn)
-    final, _ = _unroll(cell, params, xs, carry, lengths=lengths, **unroll_kwargs)
+        carry = check.carry(cell, params, carry, batch_shape, fn)
+    final, _ = unroll_cell(cell, params, xs, carry, lengths=lengths, **unroll_kwargs)
     return cell.output(final), final

@@ -7,7 +7,7 @@
   rescaling of Algorithm 1, exactly as the code's ``if / elif``).
 * :func:`pascanu_sgd` -- the whole recipe as one optimizer.
 
-Plain norm clipping (seed 001, Algorithm 1) is ``optax.clip_by_global_norm``; Mikolov's element-wise
+Plain norm clipping (Pascanu et al.'s Algorithm 1) is ``optax.clip_by_global_norm``; Mikolov's element-wise
 clipping is ``optax.clip``. Everything here is an ``optax.GradientTransformation`` (NamedTuple of pure
 ``init`` / ``update``), works inside ``optax.chain`` and under ``jax.jit``, and never syncs with the host.
 """
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn.unroll import _is_concrete
+from jaxrnn import validators as check
 
 __all__ = [
     "AddRegulariserGradientState",
@@ -44,7 +44,7 @@ def _safe_increment(count: jax.Array, by=1) -> jax.Array:
 
 def _check_positive_real(value, what: str, *, allow_zero: bool = False, hint: str = "") -> None:
     """A clear error unless ``value`` is a finite real > 0 (>= 0 with ``allow_zero``); tracers pass."""
-    if not _is_concrete(value):
+    if not check.is_concrete(value):
         return
     bound = ">= 0" if allow_zero else "> 0"
     try:

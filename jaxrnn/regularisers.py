@@ -15,40 +15,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
-from jaxrnn.unroll import (
-    _bcast,
-    _check_carry,
-    _check_cell,
-    _check_lengths,
-    _check_loss_fn,
-    _check_resets,
-    _check_xs,
-    _is_concrete,
-    state_gradients,
-)
+from jaxrnn.masking import expand
+from jaxrnn.unroll import state_gradients
 
 __all__ = ["pascanu"]
-
-# Activations whose derivative the authors' code writes in terms of the post-activation h = f(a).
-_ELMAN_FPRIME: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": lambda h: 1 - h * h,
-    "sigmoid": lambda h: h * (1 - h),
-    "relu": lambda h: (h > 0).astype(h.dtype),
-    "identity": lambda h: jnp.ones_like(h),
-}
-
-
-def _is_exact_elman(cell: Cell, params) -> bool:
-    hp = cell.hparams
-    act = hp.get("activation") if hasattr(hp, "get") else None
-    return (
-        hp.get("family") == "elman"
-        and isinstance(act, str)
-        and act in _ELMAN_FPRIME
-        and isinstance(params, dict)
-        and "W_hh" in params
-    )
 
 
 def _flat(tree, lead: tuple[int, ...]) -> jax.Array:
@@ -112,22 +84,28 @@ def pascanu(
     ``d_k``, the states and the inputs are held constant (``jax.lax.stop_gradient``), and only the
     explicit dependence of ``d_k J_k`` on ``params`` is differentiated:
 
-    * Elman family (``elman``, ``irnn``, ``np_rnn``: ``cell.hparams["family"] == "elman"`` with a
-      named activation tanh / sigmoid / relu / identity) -- exactly the authors' code::
+    * Elman family (``elman``, ``irnn``, ``np_rnn`` and transforms that keep their dynamics:
+      ``cell.form`` is a :class:`~jaxrnn.cells.RecurrentForm` of kind ``"elman"`` whose activation
+      gives ``f'`` from its output, as tanh / sigmoid / relu / identity do) -- exactly the authors'
+      code::
 
           x_k = ||(d_k * f'(a_k)) @ W_hh^T||^2,   f'(a_k) from h_k = s_k, held constant:
           tanh 1 - h^2, sigmoid h (1 - h), relu [h > 0], identity 1
 
       so only ``W_hh`` receives a gradient; every other parameter gets exactly zero.
-    * Every other cell (LSTM, GRU, MGU, ctRNN, mRNN, an Elman cell with a callable activation, ...):
-      ``d_k J_k`` is the vector-Jacobian product of ``s -> cell.recur(params, s, cell.project(params,
-      x_k))`` at ``s_{k-1}`` with cotangent ``d_k`` (``jax.vjp``); with ``s_{k-1}``, ``x_k`` and ``d_k``
-      constant it is differentiated with respect to all of ``params`` (through the gates and
-      activations of step ``k`` too -- the natural generalisation of the "immediate derivative").
+    * Every other cell (LSTM, GRU, MGU, ctRNN, mRNN, a dropped-out or stacked cell, an Elman cell with
+      a callable activation, ...): ``d_k J_k`` is the vector-Jacobian product of ``s -> cell.recur(params,
+      s, cell.project(params, x_k), k)`` at ``s_{k-1}`` with cotangent ``d_k`` (``jax.vjp``); with
+      ``s_{k-1}``, ``x_k`` and ``d_k`` constant it is differentiated with respect to all of ``params``
+      (through the gates and activations of step ``k`` too -- the natural generalisation of the "immediate
+      derivative").
 
     The value is the same on both paths (for the Elman family ``d_k J_k = (d_k * f'(a_k)) W_hh^T``).
-    ``Omega`` is returned as a value; add ``alpha * Omega`` to the loss (``alpha`` = 2 in the code, 4
-    in the paper's temporal-order runs) and clip the total gradient (the paper's footnote 4).
+    Transforms: the errors ``d_k`` are those training sees (for a :func:`~jaxrnn.truncate`-d cell the
+    truncated errors, which stop at the cuts); ``J_k`` is the cell's dynamics (``recur`` with the step
+    index, never the gradient-only ``cut``). ``Omega`` is returned as a value; add ``alpha * Omega`` to the
+    loss (``alpha`` = 2 in the code, 4 in the paper's temporal-order runs) and clip the total gradient (the
+    paper's footnote 4).
 
     In plain Python (errors from BPTT, states from the unroll)::
 
@@ -180,31 +158,25 @@ def pascanu(
       ``n_elems``).
     """
     fn = "pascanu"
-    cell = _check_cell(cell, fn)
-    if _is_concrete(bound):
-        try:
-            b_val = float(bound)
-        except TypeError:
-            raise TypeError(f"{fn}: bound must be a real number >= 0; got {bound!r}") from None
-        if not b_val >= 0.0:
-            raise ValueError(f"{fn}: bound must be >= 0 (code default 1e-20); got {bound!r}")
-    if not isinstance(squared, bool):
-        raise TypeError(f"{fn}: squared must be a bool; got {squared!r}")
-    xs, axis = _check_xs(cell, params, xs, time_axis, fn)  # time first from here on
+    cell = check.cell(cell, fn)
+    if check.is_concrete(bound):
+        check.real_number(bound, f"{fn}: bound", low=0.0)
+    squared = check.bool_arg(squared, f"{fn}: squared")
+    xs, axis = check.xs(cell, params, xs, time_axis, fn)  # time first from here on
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     B = math.prod(batch_shape)
     s0 = cell.initial_carry(params, batch_shape)
-    carry = s0 if carry is None else _check_carry(cell, params, carry, batch_shape, fn)
+    carry = s0 if carry is None else check.carry(cell, params, carry, batch_shape, fn)
     if lengths is not None:
-        lengths = _check_lengths(lengths, T, batch_shape, fn)
+        lengths = check.lengths(lengths, T, batch_shape, fn)
     if resets is not None:
-        resets = _check_resets(resets, jnp.moveaxis(xs, 0, axis).shape, axis, fn)
+        resets = check.resets(resets, jnp.moveaxis(xs, 0, axis).shape, axis, fn)
 
     y_struct = jax.eval_shape(lambda p, c: cell.output(c), params, carry)
     if axis:  # loss_fn sees ys in the caller's layout, time on time_axis
         user_loss = loss_fn
         loss_fn = lambda ys: user_loss(jnp.moveaxis(ys, 0, axis))  # noqa: E731
-    _check_loss_fn(loss_fn, jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype), fn)
+    check.loss_fn(loss_fn, jax.ShapeDtypeStruct((T, *y_struct.shape), y_struct.dtype), fn)
 
     # valid steps (T, B); padding inputs are zeroed so that whatever is there cannot leak in.
     t_idx = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
@@ -227,23 +199,32 @@ def pascanu(
     y_k = jnp.sum(d * d, axis=-1)  # (T, B)
 
     # ---- x_k = ||d_k J_k||^2, differentiable w.r.t. params only ----
-    if _is_exact_elman(cell, params):
+    form = cell.form
+    exact = (
+        form is not None
+        and form.kind == "elman"
+        and form.activation.derivative_of_output is not None
+        and isinstance(params, dict)
+        and form.weight in params
+    )
+    if exact:
         h = _flat(states, (T, B))
-        fprime = sg(_ELMAN_FPRIME[cell.hparams["activation"]](h))
-        W = params["W_hh"]
+        fprime = sg(form.activation.derivative_of_output(h))
+        W = params[form.weight]
         dj = (d * fprime).astype(W.dtype) @ W.T
     else:
         s_prev = jax.tree.map(lambda c, s: jnp.concatenate([c[None], s[:-1]], axis=0), carry_c, states)
         if resets is not None:  # a segment's first step starts from the cell's s_0
-            s_prev = jax.tree.map(lambda a, b: jnp.where(_bcast(resets, b), a[None], b), s0_c, s_prev)
+            s_prev = jax.tree.map(lambda a, b: jnp.where(expand(resets, b), a[None], b), s0_c, s_prev)
         px = cell.project(params, xs_c)
+        steps = _step_index(T, batch_shape, resets)
 
         def step_all(s):
-            def one(s1, p1):
-                new = cell.recur(params, s1, p1)
+            def one(s1, p1, t1):
+                new = cell.recur(params, s1, p1, t1)
                 return jax.tree.map(lambda n, o: n.astype(o.dtype), new, s1)
 
-            return jax.vmap(one)(s, px)
+            return jax.vmap(one)(s, px, steps)
 
         _, pullback = jax.vjp(step_all, s_prev)
         (dj_tree,) = pullback(_unflat(d.reshape(*lead, -1), carry_c, lead))
@@ -265,3 +246,15 @@ def pascanu(
     den = jnp.sum(jnp.mean(valid.astype(term.dtype), axis=1))
     has = den > 0
     return jnp.where(has, num / jnp.where(has, den, jnp.ones_like(den)), jnp.zeros_like(num))
+
+
+def _step_index(T: int, batch_shape, resets):
+    """``(T, *batch)`` int32: the step index :func:`jaxrnn.unroll` gives step ``k`` of each sequence
+    (steps since the start or the last reset)."""
+    k = jnp.broadcast_to(
+        jnp.arange(T, dtype=jnp.int32).reshape((T,) + (1,) * len(batch_shape)), (T, *batch_shape)
+    )
+    if resets is None:
+        return k
+    last_reset = jax.lax.cummax(jnp.where(resets, k, jnp.zeros_like(k)), axis=0)
+    return k - last_reset

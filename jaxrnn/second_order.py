@@ -1,9 +1,10 @@
 """Hessian-free optimisation (Martens 2010; Martens & Sutskever 2011), functional and jit-compiled.
 
-Seed 003 ("second order methods") describes the truncated-Newton idea: at ``theta`` build the
-quadratic model ``q(d) = g^T d + 1/2 d^T B d`` of the objective, minimise it approximately with
-conjugate gradient (CG), which only needs products ``B v``, and never form ``B``. Hessian-free (HF)
-optimisation takes for ``B`` the damped Gauss-Newton (GN) matrix
+The "Recurrent neural networks" lecture notes (dynamical-systems view; "second order methods") and
+Martens (2010) describe the truncated-Newton idea: at ``theta`` build the quadratic model
+``q(d) = g^T d + 1/2 d^T B d`` of the objective, minimise it approximately with conjugate gradient
+(CG), which only needs products ``B v``, and never form ``B``. Hessian-free (HF) optimisation takes for
+``B`` the damped Gauss-Newton (GN) matrix
 
     B = G + lambda I + lambda mu G_h,    G = J_z^T H_L J_z,    G_h = J_h^T H_D J_h,
 

@@ -7,7 +7,8 @@ segments of random length. :func:`truncate` turns any cell into one that applies
 truncation composes with :func:`~jaxrnn.unroll` (lengths, resets, reverse, remat), layers, and
 ``jax.grad``: it is still one ``lax.scan``.
 
-This is truncated BPTT "II" of seeds 000 and 003 -- the state is carried forward for ever, the
+This is truncated BPTT "II" of the Politecnico di Milano lecture "Recurrent Neural Networks" and the
+dynamical-systems lecture notes -- the state is carried forward for ever, the
 gradient flows back only to the last cut -- in its windowed form: with cuts every ``k`` steps a loss at
 step ``t`` is back-propagated ``t mod k + 1`` steps (between 1 and ``k``), not exactly ``k``.
 
@@ -16,7 +17,8 @@ Two more truncated gradients live here:
 * :func:`tbptt` -- Williams and Peng's TBPTT(k1, k2): every ``k1`` steps back-propagate ``k2 >= k1``
   steps, by recomputing overlapping windows (cost ``O(T k2 / k1)``); a drop-in for
   :func:`~jaxrnn.unroll` whose values are the same and whose gradients are truncated.
-* :func:`chunked` -- truncated BPTT "I" (seed 000's "chunks", seed 004's pseudocode): one optimizer
+* :func:`chunked` -- truncated BPTT "I" (the Politecnico di Milano lecture's "chunks", the pseudocode of
+  Kitov's "Recurrent neural nets" lecture): one optimizer
   update per chunk of ``k`` steps, the final state of a chunk passed on (``stop_gradient``) to the
   next, the whole loop one ``lax.scan``.
 
@@ -27,18 +29,20 @@ for the backward pass. To bound memory use ``remat=True`` in :func:`~jaxrnn.unro
 
 from __future__ import annotations
 
-import operator
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn.cells.base import Cell, HParams, positive_int
-from jaxrnn.unroll import _check_carry, _check_cell, _check_lengths, _check_xs, _trajectory, _unroll
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell, CellFns, recur_with_step_index
+from jaxrnn.masking import expand
+from jaxrnn.unroll import trajectory
+from jaxrnn.unroll import unroll as unroll_cell
 
-__all__ = ["TruncatedState", "chunked", "every", "no_cuts", "random_lengths", "tbptt", "truncate"]
+__all__ = ["chunked", "every", "no_cuts", "random_lengths", "tbptt", "truncate"]
+
+positive_int = check.positive_int
 
 
 def no_cuts(length: int) -> jax.Array:
@@ -56,7 +60,7 @@ def every(k: int, length: int, offset: int = 0) -> jax.Array:
     """
     k = positive_int(k, "every: k")
     length = positive_int(length, "every: length")
-    offset = operator.index(offset)
+    offset = check.int_at_least(offset, "every: offset", minimum=-(2**31))
     t = jnp.arange(length)
     return (t >= 1) & ((t - offset) % k == 0)
 
@@ -83,30 +87,22 @@ def random_lengths(key, length: int, k_min: int, k_max: int) -> jax.Array:
     return jnp.zeros((length,), jnp.bool_).at[starts].set(True, mode="drop")
 
 
-class TruncatedState(NamedTuple):
-    """The carry of a :func:`truncate`-d cell: the step counter ``t (*batch)`` (int32, steps since the
-    start or the last reset) and the wrapped cell's carry ``inner``."""
-
-    t: jax.Array
-    inner: Any
-
-
 def truncate(cell: Cell, cuts) -> Cell:
     """Cell -> Cell: cut the gradient through the carry before the steps a schedule marks.
 
-    The new cell's carry is :class:`TruncatedState` ``(t, inner)``; its step is::
+    The new cell is the wrapped cell -- same ``init``, carry, ``recur``, ``output``, dynamics -- with a
+    gradient-only ``cut``: every consumer that unrolls it (:func:`~jaxrnn.unroll`, :func:`tbptt`,
+    :func:`~jaxrnn.state_gradients`, :func:`~jaxrnn.pascanu`, layers) applies, to the carry entering
+    step ``t``::
 
-        s_in = stop_gradient(inner) if cuts[t] else inner
-        return TruncatedState(t + 1, cell.step(params, s_in, x))
+        cut(carry, t) = stop_gradient(carry) if cuts[t] else carry
 
-    Values are unchanged (``stop_gradient`` is the identity); only gradients see the cuts. ``t`` counts
-    the steps taken since the start (or the last reset in :func:`~jaxrnn.unroll`, which restores
-    ``t = 0``, so a schedule applies per episode; with ``reverse=True`` ``t`` counts in processing
-    order). ``output``, ``input_size`` are the wrapped cell's, and so are its ``hparams`` plus
-    ``schedule_length = len(cuts)``. Steps beyond the schedule reuse its last entry (``jnp`` indexing
-    clamps); :func:`~jaxrnn.unroll` refuses a sequence longer than the schedule when it starts from the
-    initial carry without resets. Build the schedule for the sequence at hand. In plain Python, for a
-    loss ``L`` of the outputs::
+    where ``t`` is the step index :func:`~jaxrnn.unroll` supplies (steps since the start or the last
+    reset, plus ``t0``; with ``reverse=True`` in processing order). Values are unchanged
+    (``stop_gradient`` is the identity); only gradients see the cuts, so the diagnostics
+    (:func:`~jaxrnn.step_jacobians`, :func:`~jaxrnn.jacobian_norms`, :func:`~jaxrnn.lyapunov_spectrum`),
+    which describe the dynamics, give the wrapped cell's results. The carry holds nothing new. In plain
+    Python, for a loss ``L`` of the outputs::
 
         s = s0
         for t in range(T):
@@ -114,54 +110,45 @@ def truncate(cell: Cell, cuts) -> Cell:
                 s = stop_gradient(s)      # dL/ds_(t-1) through this path is 0
             s = cell.step(params, s, xs[t])
 
-    Cutting does not by itself save memory; ``remat=True`` in :func:`~jaxrnn.unroll` does.
+    :func:`~jaxrnn.unroll` refuses a sequence whose step indices run past the schedule (``step_limit``
+    is ``len(cuts)``) when it can see them (no resets; concrete ``lengths`` and ``t0``); elsewhere steps
+    beyond the schedule reuse its last entry (``jnp`` indexing clamps). Build the schedule for the
+    sequence at hand. Cutting does not by itself save memory; ``remat=True`` in :func:`~jaxrnn.unroll`
+    does. Schedules compose: ``truncate(truncate(c, a), b)`` cuts where either does.
 
     Args:
-      cell: any :class:`~jaxrnn.Cell`.
-      cuts: ``(T,)`` booleans, e.g. :func:`every`, :func:`random_lengths`, :func:`no_cuts`; data, so
-        it may be a traced array (one compiled function serves every schedule of that length).
+      cell: any :class:`~jaxrnn.Cell` (transformed, or a :func:`~jaxrnn.deep_rnn`, too).
+      cuts: ``(T,)`` booleans, e.g. :func:`every`, :func:`random_lengths`, :func:`no_cuts`; data (a
+        pytree leaf of the cell), so it may be traced: one compiled function serves every schedule of
+        that length.
 
     Returns:
-      A :class:`~jaxrnn.Cell` named ``truncate(<name>)``. Its carry has an integer leaf, so apply
-      the Jacobian diagnostics to the wrapped cell.
+      A :class:`~jaxrnn.Cell` ``truncate(cell=..., cuts=bool[T])``, with ``uses_step_index`` and no
+      fused kernel (its unrolls run the reference scan).
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"truncate: cell must be a jaxrnn Cell; got {type(cell).__name__}")
-    if not hasattr(cuts, "dtype"):
-        cuts = jnp.asarray(cuts)
+    cell = check.cell(cell, "truncate")
+    cuts = jnp.asarray(cuts)
     if cuts.dtype != jnp.bool_ or cuts.ndim != 1 or cuts.shape[0] == 0:
         raise ValueError(
             f"truncate: cuts must be a non-empty boolean schedule of shape (T,); got shape "
             f"{tuple(cuts.shape)} and dtype {cuts.dtype}"
         )
+    return Cell(truncate, _build_truncate, {}, {"cell": cell, "cuts": cuts})
 
-    def initial_carry(params, batch_shape=()):
-        return TruncatedState(
-            jnp.zeros(tuple(batch_shape), jnp.int32), cell.initial_carry(params, batch_shape)
-        )
 
-    def recur(params, state, px):
-        cut = cuts[state.t]  # (*batch)
-        inner = jax.tree.map(
-            lambda s: jnp.where(_bcast_cut(cut, s), jax.lax.stop_gradient(s), s), state.inner
-        )
-        return TruncatedState(state.t + 1, cell.recur(params, inner, px))
+def _build_truncate(cell: Cell, cuts) -> CellFns:
+    inner = cell.fns
+    n = int(cuts.shape[0])
 
-    def step(params, state, x):
-        return recur(params, state, cell.project(params, x))
+    def cut(carry, t):
+        carry = cell.cut(carry, t)
+        c = jnp.asarray(cuts)[jnp.asarray(t)]  # (*batch) or ()
+        return jax.tree.map(lambda s: jnp.where(expand(c, s), jax.lax.stop_gradient(s), s), carry)
 
-    return cell._replace(
-        initial_carry=initial_carry,
-        step=step,
-        recur=recur,
-        output=lambda state: cell.output(state.inner),
-        name=f"truncate({cell.name})",
-        hparams=HParams({**cell.hparams, "schedule_length": int(cuts.shape[0])}),
+    limit = n if inner.step_limit is None else min(n, inner.step_limit)
+    return inner._replace(
+        recur=recur_with_step_index(inner), cut=cut, uses_step_index=True, kernel=None, step_limit=limit
     )
-
-
-def _bcast_cut(cut, leaf):
-    return jnp.reshape(cut, cut.shape + (1,) * (jnp.ndim(leaf) - cut.ndim))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,7 +174,7 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
             a = max(e - k2, 0)
             s = carry if a == 0 else stop_gradient(states[a - 1])
             for t in range(a, e):
-                s = cell.step(params, s, xs[t])
+                s = cell.step(params, cell.cut(s, t), xs[t], t)   # the step index t as in unroll
                 if t >= j * k1:
                     ys.append(cell.output(s))      # block j's outputs, back-propagated to step a
         return final, stack(ys)                   # ys == ys_fwd; only the gradients differ
@@ -225,7 +212,7 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
       recurrent network trajectories", Neural Computation 2(4), 1990 (BPTT(h; h')).
     """
     fn = "tbptt"
-    cell = _check_cell(cell, fn)
+    cell = check.cell(cell, fn)
     k1 = positive_int(k1, f"{fn}: k1")
     k2 = positive_int(k2, f"{fn}: k2")
     if k2 < k1:
@@ -233,15 +220,15 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
             f"{fn}: k2 must be >= k1={k1} (each gradient computation must reach back over the k1 steps "
             f"since the last one); got k2={k2}"
         )
-    xs, axis = _check_xs(cell, params, xs, time_axis, fn)  # time first from here on
+    xs, axis = check.xs(cell, params, xs, time_axis, fn)  # time first from here on
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     s0 = cell.initial_carry(params, batch_shape)
-    carry = s0 if carry is None else _check_carry(cell, params, carry, batch_shape, fn)
+    carry = s0 if carry is None else check.carry(cell, params, carry, batch_shape, fn)
     full = jnp.full(batch_shape, T, jnp.int32)
-    lengths = full if lengths is None else _check_lengths(lengths, T, batch_shape, fn).astype(jnp.int32)
+    lengths = full if lengths is None else check.lengths(lengths, T, batch_shape, fn).astype(jnp.int32)
 
     sg = jax.lax.stop_gradient
-    _, _, states = _trajectory(cell, sg(params), sg(xs), sg(carry), lengths=lengths)
+    _, _, states = trajectory(cell, sg(params), sg(xs), sg(carry), lengths=lengths)
 
     n = -(-T // k1)  # blocks [j k1, min((j+1) k1, T))
     ends = np.minimum((np.arange(n) + 1) * k1, T)
@@ -258,7 +245,7 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
 
     def window(a, x_w):
         len_w = jnp.clip(lengths - a, 0, W)
-        return _unroll(cell, params, x_w, start_state(a), lengths=len_w, unroll=unroll)
+        return unroll_cell(cell, params, x_w, start_state(a), lengths=len_w, unroll=unroll, t0=a)
 
     finals, ys_w = jax.vmap(window)(starts, xs_w)  # ys_w (n, W, *batch, F)
     blocks = jax.vmap(lambda y, o: jax.lax.dynamic_slice_in_dim(y, o, k1, axis=0))(ys_w, offsets)
@@ -281,7 +268,8 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
 def chunked(loss_fn, optimizer, chunk_size: int):
     """Chunked truncated BPTT: split a long sequence into chunks, one optimizer update per chunk.
 
-    Truncated BPTT "I" of seed 000 ("chunks") and seed 004's pseudocode: the sequence is cut into
+    Truncated BPTT "I" (the Politecnico di Milano lecture's "chunks", the pseudocode of Kitov's
+    "Recurrent neural nets" lecture): the sequence is cut into
     ``T / chunk_size`` consecutive chunks; each chunk is run from the final state of the previous one
     (passed on with ``stop_gradient``: the gradient of a chunk's loss never reaches earlier chunks),
     its gradient is computed and the parameters are updated before the next chunk is run. The whole
@@ -317,6 +305,11 @@ def chunked(loss_fn, optimizer, chunk_size: int):
       (``(xs, targets)`` above); ``losses`` is ``(T // chunk_size,)``, each chunk's loss before its
       update; the returned carry is the state after the last chunk, to continue with the next part of
       a stream. Pure and jit-safe: ``jax.jit(train)``.
+
+    A cell that reads the step index (per-step :func:`~jaxrnn.recurrent_dropout` masks, a
+    :func:`truncate` schedule) gets it as data, not from the carry: put the steps in ``data`` and pass
+    the chunk's first one on, ``data = (xs, targets, jnp.arange(T))`` and
+    ``jr.unroll(cell, params["cell"], xs, carry, t0=steps[0])`` in ``loss_fn``.
 
     Raises:
       TypeError / ValueError: ``loss_fn`` not callable, an optimizer without ``init``/``update``,

@@ -3,13 +3,12 @@
 * :func:`unroll` -- the one scan: variable lengths, resets, reverse, remat, any batch dims.
 * :class:`Layer` -- a whole-sequence map ``(params, xs) -> (final_carry, ys)``; :func:`layer` wraps a
   cell, :func:`bidirectional` runs a forward and a backward cell, :func:`stack` composes layers into
-  a deep RNN (seed 004), with skip connections and dropout between layers.
+  a deep RNN (Kitov's "Recurrent neural nets" lecture), with skip connections and dropout between layers.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,180 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
+from jaxrnn.masking import expand, select
 
-__all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "unroll"]
-
-
-# --------------------------------------------------------------------------------------------------
-# argument checks (all run on shapes and dtypes, before tracing; value checks only on concrete data)
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_cell(cell, fn: str) -> Cell:
-    if not isinstance(cell, Cell):
-        raise TypeError(f"{fn}: cell must be a jaxrnn Cell (e.g. jr.lstm(128)); got {type(cell).__name__}")
-    return cell
-
-
-def _normalise_axis(time_axis, ndim: int, fn: str) -> int:
-    try:
-        axis = operator.index(time_axis)
-    except TypeError:
-        raise TypeError(f"{fn}: time_axis must be an int; got {time_axis!r}") from None
-    if not -ndim <= axis < ndim or axis % ndim == ndim - 1:
-        raise ValueError(
-            f"{fn}: time_axis must index a non-feature axis of xs (rank {ndim}: one of "
-            f"0..{ndim - 2}, or -{ndim}..-2); got {time_axis}"
-        )
-    return axis % ndim
-
-
-def _check_xs(cell: Cell, params, xs, time_axis, fn: str):
-    """Validate ``xs`` and move its time axis to the front: ``(T, *batch, I)``."""
-    if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
-        xs = jnp.asarray(xs)
-    if xs.ndim < 2:
-        raise ValueError(
-            f"{fn}: xs must have shape (T, *batch, features) with time on axis time_axis; "
-            f"got shape {tuple(xs.shape)} (rank {xs.ndim}). Add a time axis for a single step, "
-            f"or use cell.step."
-        )
-    if not (jnp.issubdtype(xs.dtype, jnp.floating) or jnp.issubdtype(xs.dtype, jnp.integer)):
-        raise TypeError(f"{fn}: xs must be a real-valued array; got dtype {xs.dtype}")
-    axis = _normalise_axis(time_axis, xs.ndim, fn)
-    xs = jnp.moveaxis(xs, axis, 0) if axis else xs
-    try:
-        n_in = cell.input_size(params)
-    except (KeyError, TypeError, IndexError, AttributeError) as e:
-        raise TypeError(
-            f"{fn}: params do not look like {cell.name}'s parameters (make them with "
-            f"cell.init(key, input_size)); reading the input size failed with {e!r}"
-        ) from None
-    if xs.shape[-1] != n_in:
-        want = f"(T, *batch, {n_in})" if axis == 0 else f"time on axis {axis}, features {n_in}"
-        raise ValueError(
-            f"{fn}: xs must have shape {want} for this {cell.name}'s params (input_size={n_in}); "
-            f"got {tuple(jnp.moveaxis(xs, 0, axis).shape)}"
-        )
-    if xs.shape[0] == 0:
-        raise ValueError(
-            f"{fn}: xs has an empty time axis (T = 0); an unroll needs at least one step "
-            f"(use cell.initial_carry(params, batch_shape) for the state before any input)"
-        )
-    return xs, axis
-
-
-def _check_carry(cell: Cell, params, carry, batch_shape, fn: str):
-    expected = jax.eval_shape(lambda p: cell.initial_carry(p, batch_shape), params)
-    e_leaves, e_tree = jax.tree.flatten(expected)
-    try:
-        c_leaves, c_tree = jax.tree.flatten(carry)
-    except Exception:  # pragma: no cover - flatten of arbitrary objects
-        c_leaves, c_tree = None, None
-    if c_tree != e_tree:
-        raise ValueError(
-            f"{fn}: carry must have the structure of cell.initial_carry(params, batch_shape) "
-            f"({e_tree}); got {c_tree}"
-        )
-    for c, e in zip(c_leaves, e_leaves):
-        if tuple(jnp.shape(c)) != tuple(e.shape):
-            raise ValueError(
-                f"{fn}: carry leaves must have shapes "
-                f"{[tuple(x.shape) for x in e_leaves]} for batch shape {batch_shape} "
-                f"(the batch dims of xs); got {[tuple(jnp.shape(x)) for x in c_leaves]}"
-            )
-        if _is_concrete(c) and jnp.issubdtype(jnp.result_type(c), jnp.inexact):
-            if not np.all(np.isfinite(np.asarray(c))):
-                raise ValueError(
-                    f"{fn}: carry contains NaN or Inf; the initial state must be finite "
-                    f"(check the carry passed in, e.g. the final state of a diverged chunk)"
-                )
-    return carry
-
-
-def _check_lengths(lengths, T: int, batch_shape, fn: str):
-    if not hasattr(lengths, "dtype"):
-        lengths = np.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(
-            f"{fn}: lengths must be an integer array of shape {batch_shape} (valid steps per "
-            f"sequence); got dtype {lengths.dtype}"
-        )
-    if tuple(lengths.shape) != tuple(batch_shape):
-        raise ValueError(
-            f"{fn}: lengths must have shape {tuple(batch_shape)} (the batch dims of xs); "
-            f"got {tuple(lengths.shape)}"
-        )
-    if _is_concrete(lengths):
-        values = np.asarray(lengths)  # host values: no jax ops, so it also works inside a trace
-        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        if lo < 0 or hi > T:
-            raise ValueError(f"{fn}: lengths must be in [0, T={T}]; got values in [{lo}, {hi}]")
-    return jnp.asarray(lengths)
-
-
-def _check_resets(resets, xs_shape, axis: int, fn: str):
-    if not hasattr(resets, "dtype"):
-        resets = np.asarray(resets)
-    want = tuple(xs_shape[:-1])
-    want_user = tuple(np.moveaxis(np.empty(want, dtype=bool), 0, axis).shape) if axis else want
-    if resets.dtype != jnp.bool_:
-        raise TypeError(
-            f"{fn}: resets must be a boolean array of shape {want_user} (True resets the carry "
-            f"before that step); got dtype {resets.dtype}"
-        )
-    if tuple(resets.shape) != want_user:
-        raise ValueError(
-            f"{fn}: resets must have the shape of xs without its feature axis, {want_user}; "
-            f"got {tuple(resets.shape)}"
-        )
-    resets = jnp.asarray(resets)
-    return jnp.moveaxis(resets, axis, 0) if axis else resets
-
-
-def _check_probes(probes, carry, T: int, fn: str):
-    c_leaves, c_tree = jax.tree.flatten(carry)
-    p_leaves, p_tree = jax.tree.flatten(probes)
-    want = [(T, *jnp.shape(c)) for c in c_leaves]
-    got = [tuple(jnp.shape(p)) for p in p_leaves]
-    if p_tree != c_tree or want != got:
-        raise ValueError(
-            f"{fn}: probes must be a pytree like the carry with a leading time axis, leaf shapes "
-            f"{want} ({c_tree}); got {got} ({p_tree})"
-        )
-    return probes
-
-
-def _check_loss_fn(loss_fn, ys_struct, fn: str) -> None:
-    """``loss_fn(ys)`` must be a real floating scalar; checked on shapes only (``jax.eval_shape``)."""
-    if not callable(loss_fn):
-        raise TypeError(f"{fn}: loss_fn must be a callable ys -> scalar loss; got {type(loss_fn).__name__}")
-    out = jax.eval_shape(loss_fn, ys_struct)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        got = f"shape {tuple(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-        raise ValueError(
-            f"{fn}: loss_fn must return a scalar (e.g. a mean over time and batch) for ys of shape "
-            f"{tuple(ys_struct.shape)}; got {got}"
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"{fn}: loss_fn must return a real floating scalar; got dtype {out.dtype}")
+__all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "trajectory", "unroll"]
 
 
 # --------------------------------------------------------------------------------------------------
 # the scan
-
-
-def _bcast(mask, leaf):
-    """``mask (*batch)`` reshaped to broadcast against ``leaf (*batch, ...)``."""
-    return jnp.reshape(mask, mask.shape + (1,) * (leaf.ndim - mask.ndim))
-
-
-def _where(mask, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(_bcast(mask, x), x, y), a, b)
 
 
 def _scan(body, carry, seq, T: int, *, reverse: bool, unroll: int, remat, prepare=lambda seq: seq):
@@ -235,29 +69,36 @@ def unroll(
     resets=None,
     reverse: bool = False,
     time_axis: int = 0,
-    unroll: int = 1,
+    unroll: int | bool = 1,
     remat: bool | Callable = False,
     probes=None,
     fused: bool = True,
+    t0=0,
 ):
     """Run ``cell`` over a sequence with one ``jax.lax.scan``: ``(final_carry, ys)``.
 
     The recurrence ``s_t = cell.step(params, s_{t-1}, x_t)``, ``y_t = cell.output(s_t)`` for
     ``t = 0 .. T-1``. In plain Python, for ``reverse=False`` and time on axis 0::
 
-        def unroll(cell, params, xs, carry=None, lengths=None, resets=None):
+        def unroll(cell, params, xs, carry=None, lengths=None, resets=None, t0=0):
             s0 = cell.initial_carry(params, xs.shape[1:-1])
             s = s0 if carry is None else carry
+            i = t0                                        # the step index, per sequence: data, not state
             ys = []
             for t in range(len(xs)):
-                s_in = where(resets[t], s0, s) if resets is not None else s
-                s_new = cell.step(params, s_in, xs[t])   # (+ probes[t] if given)
+                if resets is not None:
+                    s, i = where(resets[t], s0, s), where(resets[t], 0, i)
+                s_new = cell.recur(params, cell.cut(s, i), cell.project(params, xs[t]), i)
+                s_new = s_new + probes[t] if probes is not None else s_new
                 valid = t < lengths if lengths is not None else True
-                s = where(valid, s_new, s)                # past its length, a sequence stands still
+                s, i = where(valid, s_new, s), where(valid, i + 1, i)   # past its length: stand still
                 ys.append(where(valid, cell.output(s_new), 0))
             return s, stack(ys)
 
-    (``where`` broadcast over each sequence of the batch and each leaf of the carry.)
+    (``where`` broadcast over each sequence of the batch and each leaf of the carry.) ``cell.cut`` is
+    the identity but for truncated cells (:func:`jaxrnn.truncate`), where it cuts the gradient; ``i`` is
+    read only by cells with ``uses_step_index`` (a truncation schedule, per-step dropout masks, the
+    per-step statistics of an inference ``bn_lstm``), and is computed only for them.
 
     For cells with an input projection (every built-in cell) ``cell.project(params, xs)`` is
     applied to all ``T`` steps at once -- one ``(T * B, I) @ (I, G * H)`` matrix product -- before
@@ -285,7 +126,8 @@ def unroll(
         only each sequence's valid prefix is reversed: the backward pass starts at step
         ``lengths[b] - 1`` and the padding stays at the end, zero in ``ys``.
       time_axis: where time is in ``xs`` (and ``resets``, and the returned ``ys``); features are last.
-      unroll: steps per iteration of the compiled loop (``lax.scan``'s ``unroll``).
+      unroll: steps per iteration of the compiled loop: ``lax.scan``'s ``unroll``, a positive int or a
+        bool (``True`` unrolls the whole loop).
       remat: ``False``; ``True`` to checkpoint in ``sqrt(T)`` segments (BPTT memory ``O(sqrt(T))``
         carries instead of ``O(T)`` step residuals, for one extra forward pass); or a
         ``jax.checkpoint_policies`` policy to recompute each step saving only what the policy allows.
@@ -297,9 +139,13 @@ def unroll(
       fused: use the cell's whole-sequence fast path (``cell.kernel``: the fused kernels of
         :mod:`jaxrnn.kernels` for ``lstm``, ``gru``, ``elman``/``irnn``/``np_rnn``, the parallel scan
         of ``min_gru``/``min_lstm``/``lru``) when it has one and it serves the call (no ``resets``,
-        ``probes`` or ``remat``; the kernel may decline other options, e.g. dtypes); ``False`` forces
-        the reference ``lax.scan``. Both give the same values and derivatives (forward and reverse
-        mode, any order).
+        ``probes`` or ``remat``, no truncation cuts or step index; the kernel may decline other options,
+        e.g. dtypes); ``False`` forces the reference ``lax.scan``. Both give the same values and derivatives
+        (forward and reverse mode, any order).
+
+      t0: the step index of the first step of ``xs`` (in processing order), an int or ``(*batch)``
+        ints, default 0: for continuing a sequence chunk by chunk with a cell that reads the step index
+        (``t0 = steps so far``), so that its truncation schedule and per-step dropout masks continue.
 
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
@@ -309,72 +155,154 @@ def unroll(
     Raises:
       TypeError / ValueError before tracing, for a wrong rank or feature size, batch dims of
       ``carry``, ``lengths`` or ``resets`` that do not match ``xs``, non-integer, negative or too large
-      ``lengths``, ``T = 0``, or a non-finite concrete ``carry``.
+      ``lengths``, ``T = 0``, a non-finite concrete ``carry``, a truncation schedule shorter than the
+      steps it would index.
     """
-    fn = "unroll"
-    cell = _check_cell(cell, fn)
-    xs, axis = _check_xs(cell, params, xs, time_axis, fn)
+    final, ys, _ = _run(
+        "unroll",
+        cell,
+        params,
+        xs,
+        carry,
+        lengths=lengths,
+        resets=resets,
+        reverse=reverse,
+        time_axis=time_axis,
+        unroll=unroll,
+        remat=remat,
+        probes=probes,
+        fused=fused,
+        t0=t0,
+    )
+    return final, ys
+
+
+_unroll = unroll  # for functions below whose `unroll` argument shadows the name
+
+UNROLL_OPTIONS = ("lengths", "resets", "reverse", "time_axis", "unroll", "remat", "fused", "t0")
+
+
+def check_unroll_kwargs(kwargs: dict, fn: str, allowed=UNROLL_OPTIONS) -> dict:
+    """The keyword arguments a consumer forwards to :func:`unroll`, checked by that consumer: an
+    unknown one is a TypeError naming ``fn`` and listing what it accepts."""
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{fn}: unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; "
+            f"the unroll options it accepts are {', '.join(allowed)}"
+        )
+    return kwargs
+
+
+def trajectory(cell: Cell, params, xs, carry=None, **unroll_kwargs):
+    """:func:`unroll` that also returns the state after every step: ``(final, ys, states)``.
+
+    ``states`` is a pytree like the carry with leaves ``(T, *batch, ...)``, time first whatever
+    ``time_axis`` is; like ``ys`` it is zero on padding steps (``t >= lengths``). One scan (or the fused
+    kernel): the scan emits ``(y_t, s_t)``. In plain Python::
+
+        states = []
+        for t in range(T):
+            s = cell.step(params, s, xs[t], t)          # as in unroll
+            states.append(where(t < lengths, s, 0))
+        return final, ys, stack(states)
+
+    Args:
+      cell, params, xs, carry, **unroll_kwargs: as for :func:`unroll` (``probes`` included).
+    """
+    check_unroll_kwargs(unroll_kwargs, "trajectory", UNROLL_OPTIONS + ("probes",))
+    return _run("trajectory", cell, params, xs, carry, states=True, **unroll_kwargs)
+
+
+def _run(
+    fn,
+    cell,
+    params,
+    xs,
+    carry,
+    *,
+    lengths=None,
+    resets=None,
+    reverse=False,
+    time_axis=0,
+    unroll=1,
+    remat=False,
+    probes=None,
+    fused=True,
+    t0=0,
+    states=False,
+):
+    """The one scan behind :func:`unroll` and :func:`trajectory`: ``(final, ys, states | None)``."""
+    cell = check.cell(cell, fn)
+    xs, axis = check.xs(cell, params, xs, time_axis, fn)
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
-    try:
-        unroll = operator.index(unroll)
-    except TypeError:
-        raise TypeError(f"{fn}: unroll must be a positive int; got {unroll!r}") from None
-    if unroll < 1:
-        raise ValueError(f"{fn}: unroll must be a positive int; got {unroll}")
+    unroll = check.scan_unroll(unroll, fn)
+    reverse = check.bool_arg(reverse, f"{fn}: reverse")
+    fused = check.bool_arg(fused, f"{fn}: fused")
     if not (isinstance(remat, bool) or remat is None or callable(remat)):
         raise TypeError(f"{fn}: remat must be a bool or a jax.checkpoint policy; got {remat!r}")
-    schedule = cell.hparams.get("schedule_length")
-    if schedule is not None and T > schedule and carry is None and resets is None:
-        raise ValueError(
-            f"{fn}: xs has T={T} steps but the truncation schedule of {cell.name} has {schedule}; build "
-            f"the schedule for the sequence (e.g. jr.truncation.every(k, {T}))"
-        )
     s0 = cell.initial_carry(params, batch_shape)
-    carry = s0 if carry is None else _check_carry(cell, params, carry, batch_shape, fn)
+    carry = s0 if carry is None else check.carry(cell, params, carry, batch_shape, fn)
     if lengths is not None:
-        lengths = _check_lengths(lengths, T, batch_shape, fn)
+        lengths = check.lengths(lengths, T, batch_shape, fn)
+    t0 = _check_t0(t0, batch_shape, fn)
+    _check_step_limit(cell, T, lengths, t0, resets, fn)
     if resets is not None:
-        resets = _check_resets(resets, xs.shape, axis, fn)
+        resets = check.resets(resets, xs.shape, axis, fn)
         if reverse:  # segment starts at t mean a reset after step t in backward time
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
             if lengths is not None:  # a reset at t = lengths[b] is padding: it must not drop the carry
                 t_next = jnp.arange(1, T + 1).reshape((T,) + (1,) * len(batch_shape))
                 resets = resets & (t_next < lengths)
+    if probes is not None:
+        probes = check.probes(probes, carry, T, fn)
 
-    if not isinstance(fused, bool):
-        raise TypeError(f"{fn}: fused must be a bool; got {fused!r}")
+    def outputs(ys, st):
+        ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys
+        return ys, st
+
     kernel = cell.kernel
     if (
         fused
         and kernel is not None
-        and kernel.recur is cell.recur
         and resets is None
         and probes is None
         and (remat is False or remat is None)
+        and not cell.uses_step_index
+        and not cell.has_cut
     ):
         out = kernel.apply(params, carry, xs, lengths=lengths, reverse=reverse, unroll=unroll)
         if out is not None:
-            final, states = out
-            ys = cell.output(states)
+            final, st = out
+            ys = cell.output(st)
             if lengths is not None:
                 valid = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
-                ys = jax.tree.map(lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), ys)
-            return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
+                zero = lambda v: jnp.where(expand(valid, v), v, jnp.zeros_like(v))  # noqa: E731
+                ys = jax.tree.map(zero, ys)
+                st = jax.tree.map(zero, st) if states else None
+            return (final, *outputs(ys, st if states else None))
 
+    needs_t = cell.uses_step_index
     seq = {"x": xs}  # projected by _scan: all at once, or segment by segment inside remat=True
     if lengths is not None:
         seq["t"] = jnp.arange(T)
     if probes is not None:
-        seq["probe"] = _check_probes(probes, carry, T, fn)
+        seq["probe"] = probes
     if resets is not None:
         seq["reset"] = resets
     padded = remat is True and T > 1  # remat segments may pad the time axis with no-op steps
     if padded:  # zero-padded to False on those steps (a zero-padded "t" would read as a valid step 0)
         seq["live"] = jnp.ones((T,), jnp.bool_)
 
-    def body(s, inp):
-        s_in = _where(inp["reset"], s0, s) if "reset" in inp else s
-        new = cell.recur(params, s_in, inp["x"])
+    def body(state, inp):
+        s, i = state if needs_t else (state, None)
+        if "reset" in inp:
+            s_in = select(inp["reset"], s0, s)
+            i_in = jnp.where(inp["reset"], 0, i) if needs_t else None
+        else:
+            s_in, i_in = s, i
+        new = cell.recur(params, cell.cut(s_in, i_in), inp["x"], i_in)
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, s)  # keep the carry's dtype
         if "probe" in inp:
             new = jax.tree.map(jnp.add, new, inp["probe"])
@@ -384,36 +312,56 @@ def unroll(
         if padded:
             valid = inp["live"] if valid is None else valid & inp["live"]
         y = cell.output(new)
+        emit = (y, new) if states else y
         if valid is None:
-            return new, y
+            return ((new, i_in + 1) if needs_t else new), emit
         valid = jnp.broadcast_to(valid, batch_shape)
-        return _where(valid, new, s), jax.tree.map(
-            lambda v: jnp.where(_bcast(valid, v), v, jnp.zeros_like(v)), y
-        )
+        kept = select(valid, new, s)
+        emit = jax.tree.map(lambda v: jnp.where(expand(valid, v), v, jnp.zeros_like(v)), emit)
+        return ((kept, jnp.where(valid, i_in + 1, i)) if needs_t else kept), emit
 
     def project(seq):
         return {**seq, "x": cell.project(params, seq["x"])}
 
-    final, ys = _scan(body, carry, seq, T, reverse=reverse, unroll=unroll, remat=remat, prepare=project)
-    return final, (jax.tree.map(lambda y: jnp.moveaxis(y, 0, axis), ys) if axis else ys)
+    init = (carry, t0) if needs_t else carry
+    final, emitted = _scan(body, init, seq, T, reverse=reverse, unroll=unroll, remat=remat, prepare=project)
+    final = final[0] if needs_t else final
+    ys, st = emitted if states else (emitted, None)
+    return (final, *outputs(ys, st))
 
 
-_unroll = unroll  # for functions below whose `unroll` argument shadows the name
+def _check_t0(t0, batch_shape, fn):
+    if not hasattr(t0, "dtype"):
+        if isinstance(t0, (bool, np.bool_)) or not isinstance(t0, (int, np.integer)):
+            raise TypeError(f"{fn}: t0 must be an int or an integer array of shape {batch_shape}; got {t0!r}")
+        t0 = np.asarray(t0)
+    if not jnp.issubdtype(t0.dtype, jnp.integer) or t0.ndim and tuple(t0.shape) != batch_shape:
+        raise TypeError(
+            f"{fn}: t0 must be an int or an integer array of shape {batch_shape} (the batch dims of xs); "
+            f"got dtype {t0.dtype}, shape {tuple(t0.shape)}"
+        )
+    if check.is_concrete(t0) and np.size(t0) and int(np.min(np.asarray(t0))) < 0:
+        raise ValueError(f"{fn}: t0 must be >= 0 (the index of the first step); got {np.asarray(t0)}")
+    return jnp.broadcast_to(jnp.asarray(t0, jnp.int32), batch_shape)
 
 
-def _trajectory(cell: Cell, params, xs, carry=None, **unroll_kwargs):
-    """:func:`unroll` that also returns the state after every step: ``(final, ys, states)``.
-
-    ``states`` is a pytree like the carry with leaves ``(T, *batch, ...)``, time first whatever
-    ``time_axis`` is; like ``ys`` it is zero on padding steps (``t >= lengths``). One scan: the cell's
-    output is widened to ``(y, s)``.
-    """
-    both = cell._replace(output=lambda s: (cell.output(s), s))
-    final, (ys, states) = _unroll(both, params, xs, carry, **unroll_kwargs)
-    axis = _normalise_axis(unroll_kwargs.get("time_axis", 0), jnp.ndim(xs), "unroll")
-    if axis:
-        states = jax.tree.map(lambda s: jnp.moveaxis(s, axis, 0), states)
-    return final, ys, states
+def _check_step_limit(cell, T, lengths, t0, resets, fn):
+    """A truncation schedule (``cell.step_limit``) must cover every step index the unroll reads."""
+    limit = cell.step_limit
+    if limit is None or resets is not None:
+        return
+    if lengths is not None and not check.is_concrete(lengths):
+        return
+    if not check.is_concrete(t0):
+        return
+    steps = T if lengths is None else int(np.max(np.asarray(lengths), initial=0))
+    last = int(np.max(np.asarray(t0), initial=0)) + steps
+    if last > limit:
+        raise ValueError(
+            f"{fn}: the truncation schedule of {cell.name} covers {limit} steps, but this unroll reads "
+            f"step indices up to {last - 1} (T={T}, t0 up to {last - steps}); build the schedule for the "
+            f"sequence (e.g. jr.truncation.every(k, {last}))"
+        )
 
 
 def state_gradients(
@@ -423,12 +371,13 @@ def state_gradients(
 
     Zero probes ``e_t`` are added to the state after each step (``probes=`` of :func:`unroll`), so
     ``dL/de_t = dL/ds_t``: the total derivative of the loss with respect to the state at step ``t``,
-    through the output at ``t`` and every later step -- the error that BPTT propagates back in time
-    (DESIGN section 4). No custom differentiation rules. In plain Python::
+    through the output at ``t`` and every later step -- the error that BPTT propagates back in time.
+    No custom differentiation rules. For a truncated cell these are the truncated errors, which stop at
+    the cuts -- the gradients that training sees. In plain Python::
 
         s, ys = carry, []
         for t in range(T):
-            s = cell.step(params, s, xs[t]) + e[t]          # e = 0
+            s = cell.step(params, cell.cut(s, t), xs[t], t) + e[t]          # e = 0
             ys.append(cell.output(s))
         loss = loss_fn(stack(ys))
         dL_ds = jax.grad(lambda e: loss_fn(...))(zeros)   # dL_ds[t] = dL/ds_t
@@ -437,8 +386,8 @@ def state_gradients(
       cell, params, xs, carry: as for :func:`unroll`.
       loss_fn: ``ys (T, *batch, H) -> scalar`` (e.g. a mean squared error of a readout).
       return_states: also return the states ``s_t`` (from the same scan).
-      **unroll_kwargs: ``lengths``, ``resets``, ``reverse``, ``time_axis``, ``unroll``, ``remat``.
-        On padding steps (``t >= lengths``) the error is exactly zero.
+      **unroll_kwargs: ``lengths``, ``resets``, ``reverse``, ``time_axis``, ``unroll``, ``remat``,
+        ``fused``, ``t0``. On padding steps (``t >= lengths``) the error is exactly zero.
 
     Returns:
       ``(loss, ys, dL_ds)``: the scalar loss, the outputs ``ys`` of :func:`unroll`, and a pytree like
@@ -448,28 +397,26 @@ def state_gradients(
 
     Raises:
       TypeError if ``loss_fn`` is not callable or returns a non-floating value, ValueError if it
-      does not return a scalar; everything :func:`unroll` raises.
+      does not return a scalar; TypeError for an unknown keyword; everything :func:`unroll` raises.
     """
     fn = "state_gradients"
-    cell = _check_cell(cell, fn)
-    xs_t, _ = _check_xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
+    cell = check.cell(cell, fn)
+    check_unroll_kwargs(unroll_kwargs, fn)
+    return_states = check.bool_arg(return_states, f"{fn}: return_states")
+    xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
     start = cell.initial_carry(params, batch_shape) if carry is None else carry
     zeros = jax.tree.map(lambda c: jnp.zeros((T, *jnp.shape(c)), jnp.result_type(c)), start)
 
-    if not isinstance(return_states, bool):
-        raise TypeError(f"{fn}: return_states must be a bool; got {return_states!r}")
-
     def loss_of_probes(probes):
-        if return_states:
-            _, ys, states = _trajectory(cell, params, xs, carry, probes=probes, **unroll_kwargs)
-        else:
-            (_, ys), states = _unroll(cell, params, xs, carry, probes=probes, **unroll_kwargs), None
+        _, ys, states = _run(
+            fn, cell, params, xs, carry, probes=probes, states=return_states, **unroll_kwargs
+        )
         return loss_fn(ys), (ys, states)
 
-    _check_loss_fn(
+    check.loss_fn(
         loss_fn,
-        jax.eval_shape(lambda e: _unroll(cell, params, xs, carry, probes=e, **unroll_kwargs)[1], zeros),
+        jax.eval_shape(lambda e: _run(fn, cell, params, xs, carry, probes=e, **unroll_kwargs)[1], zeros),
         fn,
     )
     (loss, (ys, states)), dL_ds = jax.value_and_grad(loss_of_probes, has_aux=True)(zeros)
@@ -514,7 +461,7 @@ def layer(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat=False) ->
     remat=remat)``: ``xs (T, *batch, I) -> ys (T, *batch, H)``; params and carry are the cell's.
     ``key`` is accepted and unused.
     """
-    cell = _check_cell(cell, "layer")
+    cell = check.cell(cell, "layer")
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None, time_axis=0):
         del key
@@ -541,7 +488,9 @@ def layer(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat=False) ->
 
 
 def bidirectional(forward: Cell, backward: Cell | None = None, *, unroll: int = 1, remat=False) -> Layer:
-    """A bidirectional layer (seeds 000 and 004): a forward and a backward pass, outputs concatenated.
+    """A bidirectional layer: a forward and a backward pass, outputs concatenated.
+
+    Schuster & Paliwal 1997; the Politecnico di Milano and Kitov lectures.
 
     ``ys[t] = concat(y_fw[t], y_bw[t])`` where ``y_fw`` comes from ``unroll(forward, ..., xs)`` and
     ``y_bw`` from ``unroll(backward, ..., xs, reverse=True)``; both see the same ``lengths`` and
@@ -565,8 +514,8 @@ def bidirectional(forward: Cell, backward: Cell | None = None, *, unroll: int = 
       A :class:`Layer` mapping ``xs (T, *batch, I)`` to ``ys (T, *batch, H_fw + H_bw)``; params
       ``{"forward": ..., "backward": ...}``, carry ``(fw, bw)``.
     """
-    forward = _check_cell(forward, "bidirectional")
-    backward = forward if backward is None else _check_cell(backward, "bidirectional")
+    forward = check.cell(forward, "bidirectional")
+    backward = forward if backward is None else check.cell(backward, "bidirectional")
 
     def init(key, input_size, dtype=jnp.float32):
         k_f, k_b = jax.random.split(key)
@@ -604,7 +553,7 @@ def _as_layer(x, fn: str) -> Layer:
 
 
 def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
-    """A deep RNN (seed 004): layers applied one after the other over the whole sequence.
+    """A deep RNN: layers applied one after the other over the whole sequence (Kitov's lecture).
 
     Layer ``l`` reads the output sequence of layer ``l - 1`` (like ``torch.nn.LSTM(num_layers=L)``);
     every layer gets the same ``lengths`` and ``resets``. In plain Python::
@@ -633,9 +582,8 @@ def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
     if not layers:
         raise ValueError("stack: give at least one Cell or Layer")
     layers = tuple(_as_layer(x, "stack") for x in layers)
-    dropout = float(dropout)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"stack: dropout must be in [0, 1); got {dropout}")
+    dropout = check.rate(dropout, "stack: dropout")
+    skip = check.bool_arg(skip, "stack: skip")
 
     def init(key, input_size, dtype=jnp.float32):
         params, n_in = [], input_size

@@ -14,12 +14,13 @@
 # %% [markdown]
 # # 01 -- Vanishing and exploding gradients: the bound against the measured Jacobians
 #
-# This notebook follows the vanishing/exploding-gradient slides of seed `000_1e2cd13c2d4cec99.txt`
-# (the bound and the spectral-radius theorem), the eigenvalue argument and the "ReLU to the rescue"
-# slides of seed `001_d0cbb55833ad915c.txt`, and the eigen-decomposition argument and the IRNN /
-# np-RNN initialisations of seed `003_cc286518e15dadac.txt`.
+# This notebook follows the vanishing/exploding-gradient slides of the "Recurrent Neural Networks"
+# lecture of the Cognitive Robotics course, Politecnico di Milano (the bound and the spectral-radius
+# theorem), the eigenvalue argument and the "ReLU to the rescue" slides of Machine Learning Lecture 17
+# "Recurrent Neural Networks", RWTH Aachen, and the eigen-decomposition argument and the IRNN /
+# np-RNN initialisations of the "Recurrent neural networks" lecture notes (dynamical-systems view).
 #
-# For an Elman RNN (jaxrnn writes row vectors, $h_t = \phi(h_{t-1} W + x_t U + b)$, so the seeds'
+# For an Elman RNN (jaxrnn writes row vectors, $h_t = \phi(h_{t-1} W + x_t U + b)$, so the lectures'
 # $\theta$ is $W^\top$) the error that BPTT carries from step $t$ back to step $k$ passes through
 #
 # $$\frac{\partial h_t}{\partial h_k} = \prod_{i=k+1}^{t} \frac{\partial h_i}{\partial h_{i-1}}
@@ -29,15 +30,16 @@
 #
 # with $\gamma_\theta = \sigma_{\max}(W)$ (the largest singular value) and $\gamma_\phi = \sup|\phi'|$
 # ($1$ for tanh, ReLU and the identity, $1/4$ for the sigmoid). Two consequences (Pascanu et al. 2013,
-# section 2.1, as in seeds 000 and 001):
+# section 2.1, as in the Politecnico di Milano and RWTH Aachen lectures):
 #
 # * **sufficient for vanishing**: $\sigma_{\max}(W) < 1/\gamma_\phi$ makes $\eta = \gamma_\theta\gamma_\phi
 #   < 1$, so every product shrinks at least like $\eta^{t-k} \to 0$, whatever the inputs;
 # * **necessary for exploding**: by the same bound, gradients can only grow if
 #   $\sigma_{\max}(W) > 1/\gamma_\phi$. For a *linear* RNN the exact statement is the spectral-radius
-#   theorem of seed 000: $W^k \to 0$ iff $\rho(W) < 1$, and $\|W^k\|$ is unbounded if $\rho(W) > 1$.
-#   Seed 001: "largest eigenvalue $> 1$ $\Rightarrow$ gradients *may* explode; $< 1$ $\Rightarrow$ they
-#   *will* vanish" -- *may*, because the nonlinearity can saturate.
+#   theorem of the Politecnico di Milano lecture: $W^k \to 0$ iff $\rho(W) < 1$, and $\|W^k\|$ is
+#   unbounded if $\rho(W) > 1$. The RWTH Aachen lecture: "largest eigenvalue $> 1$ $\Rightarrow$
+#   gradients *may* explode; $< 1$ $\Rightarrow$ they *will* vanish" -- *may*, because the
+#   nonlinearity can saturate.
 #
 # What we measure: `jr.jacobian_norms` gives $\|\partial h_t/\partial h_k\|_2$ for every $k \le t$ along
 # a real trajectory, `jr.gradient_bound` gives $(\gamma_\theta\gamma_\phi)^{t-k}$, `jr.spectral_radius`
@@ -98,7 +100,7 @@ params = {r: dict(base, W_hh=r * W0) for r in RHOS}
 
 @jax.jit
 def matrix_numbers(W):
-    """rho(W), sigma_max(W) and the seed-000 eta = sigma_max * gamma_phi (the bound at lag 1)."""
+    """rho(W), sigma_max(W) and the bound's eta = sigma_max * gamma_phi (the bound at lag 1)."""
     p = dict(base, W_hh=W)
     return jr.spectral_radius(W), jr.max_singular_value(W), jr.gradient_bound(tanh_cell, p, 1)[1]
 
@@ -165,7 +167,7 @@ for ax, (i, r) in zip(axes, enumerate(RHOS)):
     ax.grid(alpha=0.3)
 axes[0].set_ylabel(r"$\log_{10} \|\partial h_{T-1}/\partial h_k\|_2$")
 axes[0].legend(fontsize=8, loc="lower left")
-fig.suptitle(f"Jacobian products of an Elman RNN against the seed-000 bound (H={H}, weak input std {WEAK})")
+fig.suptitle(f"Jacobian products of an Elman RNN against the bound (H={H}, weak input std {WEAK})")
 fig.tight_layout()
 plt.show()
 
@@ -351,10 +353,10 @@ for name, j in zip(labels, range(3)):
 # $\rho(W)$ close to 1:
 #
 # * tanh and ReLU Elman cells with $W \sim \mathcal N(0, 1/H)$ (the same draw for both);
-# * IRNN (`jr.irnn`, Le et al.; seeds 001 and 003): ReLU with $W = I$, so on every unit that stays
+# * IRNN (`jr.irnn`, Le, Jaitly & Hinton 2015): ReLU with $W = I$, so on every unit that stays
 #   active the error is copied back with factor exactly 1;
-# * np-RNN (`jr.np_rnn`, Talathi & Vartak; seed 003): ReLU with $W = (B + I)/\lambda_{\max}(B+I)$,
-#   $B = R^\top R / H$ (jaxrnn's reading of the paper, see `jr.initializers.np_rnn`), symmetric with
+# * np-RNN (`jr.np_rnn`, Talathi & Vartak 2016): ReLU with $W = (B + I)/\lambda_{\max}(B+I)$,
+#   $B = R^\top R / H$ (jaxrnn's reading of the paper, see `jr.initialisers.np_rnn`), symmetric with
 #   eigenvalues in $(0, 1]$ and the largest exactly 1.
 #
 # For comparison, the thin dashed line is np-RNN's $W$ *without* the ReLU: the norm of
@@ -371,7 +373,7 @@ def loss_fn(ys):  # ys (T, B, H): squared error of a linear readout of the last 
     return jnp.mean((ys[-1] @ w_out - batch.targets) ** 2)
 
 
-gauss = jr.initializers.normal(1 / np.sqrt(H_FLOW))
+gauss = jr.initialisers.normal(1 / np.sqrt(H_FLOW))
 flow_cells = {
     "tanh, W ~ N(0, 1/H)": jr.elman(H_FLOW, "tanh", recurrent_init=gauss),
     "ReLU, W ~ N(0, 1/H)": jr.elman(H_FLOW, "relu", recurrent_init=gauss),
@@ -456,7 +458,7 @@ assert all(flow[0] < irnn / 10 for name, flow in flows.items() if not name.start
 # back with factor exactly 1, and the error on the others is cut, almost all of it in the first step
 # back (the flat level is the share of the error on the units that stay active). np-RNN's $W$ alone
 # (dashed) keeps the error's component along its eigenvalue-1 direction and levels off, as the
-# eigen-decomposition argument of seed 003 says; but the cell's Jacobian is
+# eigen-decomposition argument of the lecture notes says; but the cell's Jacobian is
 # $\operatorname{diag}(\mathbb 1[a > 0])\,W^\top$, with a good part of the units off at every step
 # (printed), and the masked product vanishes like the Gaussian ones -- at initialisation, on this input.
 #

@@ -14,18 +14,20 @@
 # %% [markdown]
 # # Gates as memory: the 1997 LSTM, the forget gate, GRU and MGU
 #
-# This notebook follows the gated-cell parts of three seeds:
+# This notebook follows the gated-cell parts of three lectures:
 #
-# * `002_43f5161c2420a7be.txt` -- the original LSTM (Hochreiter & Schmidhuber 1997): memory cells with a
-#   self-connection of weight one, the *constant error carousel* (CEC)
-#   $c_t = c_{t-1} + i_t \odot z_t$, and its stated limitation: "the cell states $c(t)$ often tend to
-#   grow linearly during the presentation of a time series ... the cell state may grow in unbounded
-#   fashion causing saturation of the output squashing function $h(c(t))$".
-# * `000_1e2cd13c2d4cec99.txt` -- the modern LSTM with a forget gate,
+# * the INT301 Bio-computation lecture (week 10), XJTLU -- the original LSTM (Hochreiter & Schmidhuber
+#   1997, "Long short-term memory"): memory cells with a self-connection of weight one, the *constant
+#   error carousel* (CEC) $c_t = c_{t-1} + i_t \odot z_t$, and its stated limitation: "the cell states
+#   $c(t)$ often tend to grow linearly during the presentation of a time series ... the cell state may
+#   grow in unbounded fashion causing saturation of the output squashing function $h(c(t))$".
+# * the "Recurrent Neural Networks" lecture of the Cognitive Robotics course, Politecnico di Milano --
+#   the modern LSTM with a forget gate,
 #   $c_t = f_t \odot c_{t-1} + i_t \odot \tilde c_t$, $h_t = o_t \odot \tanh(c_t)$, and the GRU:
 #   "gates are a way to optionally let information through ... the LSTM learns from data the behaviour
 #   of the gates".
-# * `003_cc286518e15dadac.txt` -- the *gradient highway*: through the cell state
+# * the "Recurrent neural networks" lecture notes (dynamical-systems view) -- the *gradient highway*:
+#   through the cell state
 #   $\partial \mathcal L / \partial c_{t-1} = \partial \mathcal L / \partial c_t \odot f_t$ (along the
 #   direct path), so the error survives as long as $f \approx 1$; the GRU's update gate plays the same
 #   role ($h_t = u_t h_{t-1} + (1-u_t) \tilde h_t$), and the minimal GRU (MGU) has a single gate.
@@ -93,7 +95,7 @@ def lstm_gates(params, xs, carry):
         i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
         c = f * c + i * g
         h = o * jnp.tanh(c)
-        return jr.LSTMState(h, c), (i, f, g, o, c, h)
+        return jr.LSTMCarry(h, c), (i, f, g, o, c, h)
 
     _, out = jax.lax.scan(step, carry, xs)
     return out
@@ -172,7 +174,7 @@ assert np.abs(memory["gru"]).max() <= 1 and np.abs(memory["mgu"]).max() <= 1
 
 # %% [markdown]
 # Left: the mean $|c_t|$ (the cell state for the LSTMs, the state $h_t$ for GRU/MGU) against time.
-# Right: what the growth does to the output squashing $h(c) = \tanh(c)$ of seed 002: the fraction of
+# Right: what the growth does to the output squashing $h(c) = \tanh(c)$ of the 1997 LSTM: the fraction of
 # cells whose $|c_t| > 3$, i.e. $\tanh'(c_t) < 0.01$ -- saturated cells, whose output no longer
 # changes with their content and pass back less than 1% of the error through $h$.
 
@@ -200,9 +202,9 @@ plt.show()
 
 # %% [markdown]
 # The 1997 cell state grows in a straight line (the dotted fit; symlog axis, linear below 1) and after
-# a short while most of its cells are saturated: exactly the limitation seed 002 states. With a forget
-# gate the state settles at a level set by $1/(1-f)$: a larger forget bias (the gate nearer 1) means a
-# longer memory and a higher plateau (with forget bias 3 many cells sit in saturation as well), but a
+# a short while most of its cells are saturated: exactly the limitation the XJTLU lecture states. With a
+# forget gate the state settles at a level set by $1/(1-f)$: a larger forget bias (the gate nearer 1)
+# means a longer memory and a higher plateau (with forget bias 3 many cells sit in saturation as well), but a
 # bounded one. GRU and MGU states never leave $[-1, 1]$.
 #
 # ## 2. Gates learn to be memory
@@ -386,8 +388,9 @@ plt.show()
 #
 # ## 3. The gradient highway
 #
-# Seed 003: along the cell state $\partial\mathcal L/\partial c_{t-1} = \partial\mathcal L/\partial c_t
-# \odot f_t$ (plus the paths through $h$ and the gates). For a loss at the last step only,
+# The dynamical-systems lecture notes: along the cell state
+# $\partial\mathcal L/\partial c_{t-1} = \partial\mathcal L/\partial c_t \odot f_t$ (plus the paths
+# through $h$ and the gates). For a loss at the last step only,
 # $\|\partial\mathcal L/\partial c_k\|$ against $T-k$ is the vanishing-gradient curve. We compute it
 # with `jr.state_gradients` (zero probes added to the carry, ordinary `jax.grad`) for untrained cells
 # reading zero-mean noise $x_t \sim \mathcal N(0, 1)$, loss $\mathcal L = \sum_b w^\top h_T$. For the
@@ -429,7 +432,7 @@ for (name, cell), k in zip(grad_cells.items(), k_cells):
         continue
     p = cell.init(k, 4)
     _, _, dL_ds = jr.state_gradients(cell, p, xs_g, loss_last)
-    g = dL_ds.c if isinstance(dL_ds, jr.LSTMState) else dL_ds  # (T, B, H)
+    g = dL_ds.c if isinstance(dL_ds, jr.LSTMCarry) else dL_ds  # (T, B, H)
     flow[name] = np.asarray(jnp.linalg.norm(g, axis=-1).mean(-1))
 
 # lag 0 is left out: in the carry (h_T, c_T) the loss reads h_T, so dL/dc_T = 0 (c_T only feeds later steps)
@@ -473,11 +476,12 @@ print(f"notebook body ran in {time.perf_counter() - T0:.1f} s")
 # ## What to take away
 #
 # * The 1997 LSTM's constant error carousel $c_t = c_{t-1} + i_t z_t$ carries error without decay, but
-#   under a continuous input stream its state grows linearly and saturates $h(c)$ (seed 002).
+#   under a continuous input stream its state grows linearly and saturates $h(c)$ (Hochreiter &
+#   Schmidhuber 1997).
 # * The forget gate makes the memory a leaky sum, bounded by $\max|i\tilde c|/(1 - f_{\max})$; its bias
 #   sets the memory time scale $\approx 1/(1 - f)$ -- a trade-off between remembering and staying bounded.
-# * Trained, the gates behave as seed 000 describes them: the input gate opens to write, the forget
-#   gate holds (and can erase), the output gate reads. GRU and MGU do the same with fewer gates once
-#   their update gate starts near "keep".
-# * The gradient highway of seed 003 is $\prod f_j$: with $f$ near 1 the error from a late loss reaches
-#   early steps; an Elman tanh RNN or a gate near $1/2$ loses it geometrically.
+# * Trained, the gates behave as the Politecnico di Milano lecture describes them: the input gate opens
+#   to write, the forget gate holds (and can erase), the output gate reads. GRU and MGU do the same
+#   with fewer gates once their update gate starts near "keep".
+# * The gradient highway of the dynamical-systems lecture notes is $\prod f_j$: with $f$ near 1 the
+#   error from a late loss reaches early steps; an Elman tanh RNN or a gate near $1/2$ loses it geometrically.

@@ -14,10 +14,11 @@
 # %% [markdown]
 # # Truncated backpropagation through time: what the cut costs
 #
-# This notebook follows the truncated-BPTT slides of `000_1e2cd13c2d4cec99.txt` ("Solution I: run
-# forward and backward through chunks of the sequence instead of whole sequence"; "Solution II: carry
-# hidden states forward in time forever, but only backpropagate for some smaller number of steps") and
-# the chunked pseudocode of `004_4fda57dd80f0abac.txt` ("for i in 0 .. n/k - 1: run the RNN on
+# This notebook follows the truncated-BPTT slides of the "Recurrent Neural Networks" lecture of the
+# Cognitive Robotics course, Politecnico di Milano ("Solution I: run forward and backward through chunks
+# of the sequence instead of whole sequence"; "Solution II: carry hidden states forward in time
+# forever, but only backpropagate for some smaller number of steps") and the chunked pseudocode of
+# Victor Kitov's "Recurrent neural nets" lecture ("for i in 0 .. n/k - 1: run the RNN on
 # $x_{ki+1:ki+k}$ from $s_{ki}$, calculate the loss, backpropagate, update weights").
 #
 # A truncated gradient replaces the BPTT sum over all temporal contributions

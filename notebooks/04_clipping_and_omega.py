@@ -14,13 +14,14 @@
 # %% [markdown]
 # # 04 -- Exploding walls and vanishing signals: gradient clipping and Pascanu's $\Omega$
 #
-# This notebook follows the "Gradient Clipping" and "Gradient Clipping Intuition" slides of seed
-# `001_d0cbb55833ad915c.txt` (Algorithm 1; "error surface of a single RNN neuron, high curvature walls,
-# solid lines: standard gradient descent trajectories, dashed lines: gradients rescaled to fixed size")
-# and the "Addressing vanishing and exploding gradients" part of seed `003_cc286518e15dadac.txt`
-# (norm clipping $g \leftarrow c\, g / \|g\|$ and Pascanu et al.'s regulariser $\Omega$). Both come
-# from Pascanu, Mikolov and Bengio, *On the difficulty of training recurrent neural networks* (ICML
-# 2013), whose Figure 6 and temporal-order experiment we redo.
+# This notebook follows the "Gradient Clipping" and "Gradient Clipping Intuition" slides of Machine
+# Learning Lecture 17 "Recurrent Neural Networks", RWTH Aachen (Algorithm 1; "error surface of a single
+# RNN neuron, high curvature walls, solid lines: standard gradient descent trajectories, dashed lines:
+# gradients rescaled to fixed size") and the "Addressing vanishing and exploding gradients" part of the
+# "Recurrent neural networks" lecture notes (dynamical-systems view) (norm clipping
+# $g \leftarrow c\, g / \|g\|$ and Pascanu et al.'s regulariser $\Omega$). Both come from Pascanu,
+# Mikolov and Bengio, *On the difficulty of training recurrent neural networks* (ICML 2013), whose
+# Figure 6 and temporal-order experiment we redo.
 #
 # **Part 1, exploding gradients.** The paper's one-unit RNN without input,
 #
@@ -29,7 +30,7 @@
 #
 # ($\sigma$ the logistic sigmoid) has an error surface with a *wall*: a thin band of $(w, b)$ where
 # $\mathcal E$ changes by a lot, so the gradient (and the curvature) is huge there. A gradient step
-# taken on the wall throws the parameters far away. Algorithm 1 (seed 001) rescales the gradient
+# taken on the wall throws the parameters far away. Algorithm 1 (Pascanu et al.) rescales the gradient
 # when it is too long,
 #
 # $$\hat g \leftarrow \frac{\partial \mathcal E}{\partial \theta}, \qquad
@@ -39,7 +40,7 @@
 # (`optax.clip_by_global_norm`), so a step is never longer than `learning_rate * threshold`.
 #
 # **Part 2, vanishing gradients.** Clipping does nothing for gradients that vanish. Pascanu et al.
-# add a regulariser (seed 003) that asks each step to keep the norm of the back-propagated error
+# add a regulariser (their section 3.3) that asks each step to keep the norm of the back-propagated error
 # $\partial \mathcal L / \partial h_{k}$:
 #
 # $$\Omega = \sum_k \left( \frac{\big\| \frac{\partial \mathcal L}{\partial h_{k}}
@@ -335,7 +336,7 @@ plt.show()
 # about $0.8L$ steps back, so the error signal must not vanish on the way.
 #
 # Model and training as in their section 4.1.1 (and `experiments/demo.py`): $H$ tanh units with the
-# "smart tanh" init (sparse $W_{hh}$ rescaled to $\rho = 0.95$, `jr.initializers.sparse`), inputs and
+# "smart tanh" init (sparse $W_{hh}$ rescaled to $\rho = 0.95$, `jr.initialisers.sparse`), inputs and
 # readout $\mathcal N(0, 0.01^2)$, SGD with learning rate 0.01 on minibatches of 20, norm clipping at
 # 1, and $\alpha = 4$. The optimiser is the chain
 #
@@ -352,8 +353,8 @@ task = tasks.temporal_order(min_length=L, max_length=L)
 cell = jr.elman(
     H,
     "tanh",
-    kernel_init=jr.initializers.normal(0.01),
-    recurrent_init=jr.initializers.sparse(min(15, H), 0.95, per="outgoing"),
+    kernel_init=jr.initialisers.normal(0.01),
+    recurrent_init=jr.initialisers.sparse(min(15, H), 0.95, per="outgoing"),
     bias_init="zeros",
 )
 opt = optax.chain(jr.optim.add_regulariser_gradient(ALPHA), optax.clip_by_global_norm(CLIP), optax.sgd(LR))
@@ -561,10 +562,10 @@ plt.show()
 #   dynamics cross from one attractor's basin to another. There the gradient is orders of magnitude
 #   larger than around it, and a plain gradient step jumps far away -- here onto a flat plateau where
 #   training stalls.
-# * **Norm clipping** (seed 001, Algorithm 1; `optax.clip_by_global_norm`) keeps the *direction* of
+# * **Norm clipping** (Pascanu et al., Algorithm 1; `optax.clip_by_global_norm`) keeps the *direction* of
 #   the gradient and caps its *length*, so each step is at most `lr * threshold`. At a wall the
 #   direction is still right; the clipped run bounces off the wall and continues down the valley.
-# * Clipping does nothing for **vanishing** gradients. Pascanu's $\Omega$ (seed 003; `jr.pascanu`,
+# * Clipping does nothing for **vanishing** gradients. Pascanu's $\Omega$ (eq. 10; `jr.pascanu`,
 #   added with `jr.optim.add_regulariser_gradient` before clipping) rewards steps that keep the norm
 #   of the back-propagated error, $r_k \approx 1$. On temporal order it keeps $\rho(W_{hh})$ near 1 and
 #   $\Omega$ small, and in the full setting the regularised runs reach zero error sooner than the

@@ -14,9 +14,9 @@
 # %% [markdown]
 # # 05 -- Dynamics: the continuous-time RNN, and order to chaos in a random tanh network
 #
-# This notebook follows the dynamical-systems part of seed `003_cc286518e15dadac.txt`: an RNN is a
-# discretised dynamical system, and whether its gradients vanish or explode is a question about its
-# dynamics.
+# This notebook follows the dynamical-systems part of the "Recurrent neural networks" lecture notes
+# (dynamical-systems view): an RNN is a discretised dynamical system, and whether its gradients vanish
+# or explode is a question about its dynamics.
 #
 # **1. The continuous-time RNN.** A network of rate units obeys
 # $\tau\, \dot s = -s + f(s) W + b + x U$; one Euler step of size $dt$ gives the update that

@@ -14,17 +14,19 @@
 # %% [markdown]
 # # 06 -- Input/output patterns: one-to-many, many-to-one, many-to-many, synced, bidirectional, char-RNN
 #
-# This notebook follows the "Sequential data" slide of seed `000_1e2cd13c2d4cec99.txt` (one to one, one
-# to many, many to one, many to many, synced many to many; bidirectional RNNs) and the "Common use-cases
-# of RNN" and "Bidirectional RNN" slides of seed `004_4fda57dd80f0abac.txt` (acceptor, encoder,
-# transducer with loss $\mathcal L(\hat y_{1:n}, y_{1:n}) = \sum_{i=1}^n L(\hat y_i, y_i)$, and
+# This notebook follows the "Sequential data" slide of the "Recurrent Neural Networks" lecture of the
+# Cognitive Robotics course, Politecnico di Milano (one to one, one to many, many to one, many to many,
+# synced many to many; bidirectional RNNs) and the "Common use-cases of RNN" and "Bidirectional RNN"
+# slides of Victor Kitov's "Recurrent neural nets" lecture (acceptor, encoder, transducer with loss
+# $\mathcal L(\hat y_{1:n}, y_{1:n}) = \sum_{i=1}^n L(\hat y_i, y_i)$, and
 # $\text{biRNN}(x_{1:n}, i) = [\text{RNN}^f(x_{1:i}); \text{RNN}^b(x_{n:i})]$). The character model and its
-# temperature sampling are the RNN language model of seed `001_d0cbb55833ad915c.txt`.
+# temperature sampling are the RNN language model of Machine Learning Lecture 17 "Recurrent Neural
+# Networks", RWTH Aachen.
 #
 # One recurrence $s_t = R(s_{t-1}, x_t)$, $\hat y_t = O(s_t)$ serves every pattern; what changes is
 # where the inputs enter and which outputs the loss reads:
 #
-# | pattern (seed 004's name) | inputs | the loss reads | jaxrnn (`jr.`) |
+# | pattern (Kitov's name) | inputs | the loss reads | jaxrnn (`jr.`) |
 # |---|---|---|---|
 # | one to many | one vector, as $s_0$ | every $\hat y_t$ | `unroll(..., carry=s0)`, `losses.transducer` |
 # | many to one (acceptor) | $x_{1:n}$ | $\hat y_n$ only | `losses.acceptor` |
@@ -198,8 +200,8 @@ plt.show()
 # of ones odd? (`jr.losses.acceptor` picks $\hat y_n$ per sequence.) The **transducer** answers at every
 # step: the running parity $y_t = x_1 \oplus \dots \oplus x_t$ (`jr.losses.transducer`, masked by
 # `lengths`). Its last tag is the acceptor's answer, so we can score both models on the same question.
-# Same GRU, same initial weights, same batches, same number of updates; only the loss differs -- seed
-# 004's acceptor and transducer, trained side by side in one compiled program (`vmap` over the
+# Same GRU, same initial weights, same batches, same number of updates; only the loss differs -- Kitov's
+# acceptor and transducer, trained side by side in one compiled program (`vmap` over the
 # pattern). A tag at every step gives the transducer an error signal at every step, about a one-step
 # rule ($y_t = y_{t-1} \oplus x_t$); the acceptor has to find out from one bit per string that the answer
 # depends on *every* input. Look for how long each loss stays at chance level ($\ln 2$) before it drops
@@ -302,7 +304,7 @@ plt.show()
 # Input and output are both sequences, of (here) the same length but not aligned step by step: the
 # first output is the last input. The **encoder** GRU reads the source; `jr.losses.encode` returns its
 # representation $\hat y_n$ and final state $s_n$. The **decoder** GRU starts from $s_0 = s_n$ ("decode
-# starting from $s_0 = \hat y_n$", seed 004) and reads the previous target token (teacher forcing:
+# starting from $s_0 = \hat y_n$", Kitov) and reads the previous target token (teacher forcing:
 # `BOS`, $y_1, \dots, y_{n-1}$); its outputs are trained with the transducer loss. At test time the
 # decoder feeds back its own greedy choice, one `cell.step` at a time inside a `lax.scan`.
 
@@ -378,7 +380,7 @@ plt.show()
 # left-to-right RNN has seen $x_{1:t}$ only, and the future tokens are independent of the past, so the
 # best it can do is guess from the position: with $V$ symbols and $T$ steps, token $t$ reappears with
 # probability $p_t = 1 - (1 - 1/V)^{T - t}$, and no causal tagger can beat an accuracy of
-# $\frac1T \sum_t \max(p_t, 1 - p_t)$ on average. A bidirectional RNN (seed 004:
+# $\frac1T \sum_t \max(p_t, 1 - p_t)$ on average. A bidirectional RNN (Kitov:
 # $\hat y_i = [\text{RNN}^f(x_{1:i}); \text{RNN}^b(x_{n:i})]$, `jr.bidirectional`) also has a backward
 # state that has read $x_{t:n}$ and can answer exactly. `jr.bidirectional(fw, bw)` runs `fw` left to
 # right and `bw` right to left (the
@@ -476,16 +478,17 @@ plt.show()
 # ## 5. A character model and sampling with temperature
 #
 # The transducer whose target is the next input: an LSTM reads a text one character at a time and
-# predicts the next character at every step (seed 001's RNN language model). The text is the few
-# paragraphs below; the last paragraph is held out to measure how well the model predicts text it has
-# not seen (a corpus this small mostly teaches spelling and frequent words, and invites memorising).
-# After every update we also measure the held-out loss and keep the weights where it was lowest (early
-# stopping): on so little text the training loss keeps falling long after the model has started to
-# memorise, and the held-out loss turns up again. From the kept weights we generate by feeding the model
-# its own samples, drawn from $\operatorname{softmax}(z / \tau)$: a temperature $\tau < 1$ sharpens the
-# distribution (safe, repetitive text), $\tau > 1$ flattens it (more surprising, more mistakes). For
-# contrast we also sample once, at $\tau = 1$, from the last, over-fitted weights. All samples are one
-# `jax.vmap` of the sampling scan, in the same compiled program as the training.
+# predicts the next character at every step (the RWTH Aachen lecture's RNN language model). The text
+# is the few paragraphs below; the last paragraph is held out to measure how well the model predicts
+# text it has not seen (a corpus this small mostly teaches spelling and frequent words, and invites
+# memorising). After every update we also measure the held-out loss and keep the weights where it was
+# lowest (early stopping): on so little text the training loss keeps falling long after the model has
+# started to memorise, and the held-out loss turns up again. From the kept weights we generate by
+# feeding the model its own samples, drawn from $\operatorname{softmax}(z / \tau)$: a temperature
+# $\tau < 1$ sharpens the distribution (safe, repetitive text), $\tau > 1$ flattens it (more
+# surprising, more mistakes). For contrast we also sample once, at $\tau = 1$, from the last,
+# over-fitted weights. All samples are one `jax.vmap` of the sampling scan, in the same compiled
+# program as the training.
 #
 # What to look for in the full setting: the held-out curve turns up long before the training curve
 # flattens; the share of real (training-text) words in the samples falls as $\tau$ rises; and the

@@ -5,22 +5,25 @@ import re
 
 import jaxrnn as jr
 
-CONTRACT = {  # DESIGN.md section 3 and the core issue
+CONTRACT = {  # the founding design and the core and composition issues
+    "Activation",
     "Cell",
-    "LSTMState",
+    "LSTMCarry",
     "Layer",
     "accumulator",
+    "activations",
     "bidirectional",
     "bn_lstm",
     "cells",
     "ctrnn",
+    "deep_rnn",
     "diagnostics",
     "elman",
     "gradient_bound",
     "gradient_flow",
     "gru",
     "hessian_free",
-    "initializers",
+    "initialisers",
     "interop",
     "irnn",
     "jacobian_norms",
@@ -53,6 +56,7 @@ CONTRACT = {  # DESIGN.md section 3 and the core issue
     "truncate",
     "truncation",
     "unroll",
+    "validators",
 }
 
 # a shape in a docstring: "(T, *batch, I)", "(*batch, H)", "(H,)", "(I, 4H)", "(N, N)", ...
@@ -62,7 +66,9 @@ SHAPE = re.compile(r"\((\*batch|T|B|I|H|N|F|n|in|max_steps|\d*H)\b[^)]*\)")
 # the public modules (their __all__ is checked for docstrings)
 MODULES = (
     jr,
-    jr.initializers,
+    jr.activations,
+    jr.validators,
+    jr.initialisers,
     jr.interop,
     jr.kernels,
     jr.cells,
@@ -95,7 +101,7 @@ def test_every_public_name_has_a_docstring_with_shapes():
         doc = inspect.getdoc(obj)
         if not doc or len(doc) < 40:
             missing.append(qualname)
-        elif qualname.startswith(("jaxrnn.initializers.", "jaxrnn.cells.")) and not SHAPE.search(doc):
+        elif qualname.startswith(("jaxrnn.initialisers.", "jaxrnn.cells.")) and not SHAPE.search(doc):
             # initialisers re-exported from jax.nn document shapes in their own (jax) docs
             if getattr(obj, "__module__", "").startswith("jaxrnn"):
                 no_shapes.append(qualname)
@@ -109,3 +115,21 @@ def test_modules_have_docstrings():
     for mod in (*MODULES, jr.unroll.__module__):
         mod = mod if inspect.ismodule(mod) else __import__(mod, fromlist=["_"])
         assert inspect.getdoc(mod), mod.__name__
+
+
+def test_old_names_are_deprecated_aliases():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert jr.LSTMState is jr.LSTMCarry
+        assert jr.cells.LRUState is jr.cells.LRUCarry
+        assert jr.initializers is jr.initialisers
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(messages) == 3 and "use jaxrnn.cells.LSTMCarry" in messages[0]
+    try:
+        jr.no_such_name  # noqa: B018
+    except AttributeError as e:
+        assert "no_such_name" in str(e)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")

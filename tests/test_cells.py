@@ -20,7 +20,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
-from jaxrnn import initializers as inits
+from jaxrnn import initialisers as inits
 
 H, I, T = 4, 3, 3
 F32, F64, BF16 = jnp.float32, jnp.float64, jnp.bfloat16
@@ -557,7 +557,7 @@ def test_lstm_forget_bias_only_at_init(key):
     # forward pass: no hidden constant. With b = 0 the step equals the reference without any bias.
     p = randomise(p1, 5)
     p["b"] = jnp.zeros_like(p["b"])
-    carry = jr.LSTMState(*randomise(tuple(jr.lstm(H).initial_carry(p, (2,))), 6))
+    carry = jr.LSTMCarry(*randomise(tuple(jr.lstm(H).initial_carry(p, (2,))), 6))
     x = randn(8, (2, I), F64)
     ref = ref_lstm(False)[0](to_np(p), to_np(tuple(carry)), np.asarray(x))
     for fb in (0.0, 2.5, -7.0):
@@ -835,7 +835,6 @@ def test_bad_hidden_size(factory, bad, exc):
     "make",
     [
         lambda: jr.elman(H, "softsign"),
-        lambda: jr.elman(H, 3),
         lambda: jr.ctrnn(H, 0.5, activation="swish"),
         lambda: jr.mrnn(H, activation="gelu"),
         lambda: jr.lstm1997(H, cell_input_activation="nope"),
@@ -845,6 +844,11 @@ def test_bad_hidden_size(factory, bad, exc):
 def test_unknown_activation(make):
     with pytest.raises(ValueError, match="activation"):
         make()
+
+
+def test_activation_of_the_wrong_type():
+    with pytest.raises(TypeError, match="elman: activation must be one of"):
+        jr.elman(H, 3)
 
 
 @pytest.mark.parametrize(
@@ -938,13 +942,23 @@ def test_init_rejects_bad_dtype_and_input_size(name, key):
 
 def test_hparams_record_the_factory_arguments_and_cells_are_static_jit_arguments(key):
     assert dict(jr.ctrnn(4, 0.25, activation="relu").hparams) == {
-        "family": "ctrnn",
-        "activation": "relu",
+        "hidden_size": 4,
         "alpha": 0.25,
+        "activation": "relu",
+        "kernel_init": "lecun_normal",
+        "recurrent_init": "orthogonal",
+        "bias_init": "zeros",
     }
-    assert jr.irnn(4).hparams["family"] == "elman" and jr.irnn(4).hparams["activation"] == "relu"
+    assert jr.irnn(4).kind == "irnn" and dict(jr.irnn(4).hparams) == {
+        "hidden_size": 4,
+        "gain": 1.0,
+        "input_std": 0.001,
+    }
+    assert jr.irnn(4).form.kind == "elman" and jr.irnn(4).form.activation is jr.activations.RELU
+    assert jr.ctrnn(4, 0.25).form.alpha == 0.25 and jr.lstm(4).form is None
     assert jr.gru(4, reset_after=False).hparams["reset_after"] is False
-    assert jr.learned_initial_state(jr.lstm(4, forget_bias=2.0)).hparams["forget_bias"] == 2.0
+    lis = jr.learned_initial_state(jr.lstm(4, forget_bias=2.0))
+    assert lis.data["cell"].hparams["forget_bias"] == 2.0 and lis.kernel is lis.data["cell"].kernel
     with pytest.raises(TypeError):
         jr.lstm(4).hparams["peepholes"] = True  # read-only
     cell = jr.lstm(4)

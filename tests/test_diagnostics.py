@@ -184,7 +184,7 @@ def _lstm(hidden=2, input_size=3, seed=0):
     cell = jr.lstm(hidden)
     params = cell.init(jax.random.PRNGKey(seed), input_size, F32)
     params = jax.tree.map(lambda p: 1.5 * p, params)  # larger weights: Jacobians far from identity
-    carry = jr.LSTMState(h=jnp.array([0.3, -0.5], F32), c=jnp.array([1.0, -0.2], F32))
+    carry = jr.LSTMCarry(h=jnp.array([0.3, -0.5], F32), c=jnp.array([1.0, -0.2], F32))
     return cell, params, carry
 
 

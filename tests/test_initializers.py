@@ -1,4 +1,4 @@
-"""Tests for jaxrnn/initializers.py: every initialiser against a property computed in numpy."""
+"""Tests for jaxrnn/initialisers.py: every initialiser against a property computed in numpy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrnn import initializers as inits
+from jaxrnn import initialisers as inits
 
 F32, F64 = jnp.float32, jnp.float64
 N = 16

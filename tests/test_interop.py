@@ -197,7 +197,7 @@ def test_flax_parity(flax_cell, kind, cell):
         carry,
     )
     if kind == "lstm":
-        assert isinstance(interop.from_flax_carry(carry, kind), jr.LSTMState)
+        assert isinstance(interop.from_flax_carry(carry, kind), jr.LSTMCarry)
 
     back = interop.to_flax(params, kind)
     assert jax.tree.structure(back) == jax.tree.structure(dict(variables["params"]))

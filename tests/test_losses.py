@@ -579,5 +579,5 @@ def test_errors():
         encode(cell, params, xs, lengths=np.array([1, 2, 9], np.int32))
     with pytest.raises(ValueError, match="encode: carry leaves must have shapes"):
         encode(cell, params, xs, cell.initial_carry(params, (2,)))
-    with pytest.raises(TypeError, match="encode: unexpected keyword arguments"):
+    with pytest.raises(TypeError, match="encode: unexpected keyword argument"):
         encode(cell, params, xs, length=np.array([1, 2, 3], np.int32))

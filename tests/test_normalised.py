@@ -1,4 +1,7 @@
-"""Batch- and layer-normalised LSTMs against numpy references of Cooijmans et al. and Ba et al."""
+"""Batch- and layer-normalised LSTMs against numpy references of Cooijmans et al. and Ba et al.
+
+The carry of both is :class:`~jaxrnn.LSTMCarry` ``(h, c)``; an inference-mode ``bn_lstm`` reads the step
+index ``t`` that ``jr.unroll`` supplies (``cell.step(..., t)`` by hand) to pick its statistics row."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +10,8 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
-from jaxrnn.cells.normalised import BNLSTMState, BNStatistics, bn_lstm, bn_statistics, ln_lstm
+from jaxrnn.cells.base import LSTMCarry
+from jaxrnn.cells.normalised import BNStatistics, bn_lstm, bn_statistics, ln_lstm
 
 F32, F64 = jnp.float32, jnp.float64
 I, H, MAX = 3, 4, 5
@@ -35,13 +39,14 @@ def _batch_moments(a):
     return mean, ((flat - mean) ** 2).sum(0) / n
 
 
-def np_bn_lstm(params, xs, stats=None, max_steps=MAX, eps=EPS, h0=None):
+def np_bn_lstm(params, xs, stats=None, max_steps=MAX, eps=EPS, h0=None, c0=None, t0=0):
     """Cooijmans et al. eqs., gate order i, f, g, o. Returns ys, final (h, c) and the batch statistics
-    used at each step (training mode) as a list of (mx, vx, mh, vh, mc, vc)."""
+    used at each step (training mode) as a list of (mx, vx, mh, vh, mc, vc). Inference mode (``stats``)
+    uses row ``min(t0 + t, max_steps - 1)`` at step ``t``."""
     p, xs = _np(params), np.asarray(xs, np.float64)
     batch = xs.shape[1:-1]
     h = np.zeros((*batch, H)) if h0 is None else np.asarray(h0, np.float64)
-    c = np.zeros((*batch, H))
+    c = np.zeros((*batch, H)) if c0 is None else np.asarray(c0, np.float64)
     ys, used = [], []
 
     def bn(a, m, v, g, b=0.0):
@@ -52,7 +57,7 @@ def np_bn_lstm(params, xs, stats=None, max_steps=MAX, eps=EPS, h0=None):
         if stats is None:
             (mx, vx), (mh, vh) = _batch_moments(wx), _batch_moments(wh)
         else:
-            k = min(t, max_steps - 1)
+            k = min(t0 + t, max_steps - 1)
             mx, vx, mh, vh = (np.asarray(s[k], np.float64) for s in stats[:4])
         a = bn(wh, mh, vh, p["gamma_h"]) + bn(wx, mx, vx, p["gamma_x"]) + p["b"]
         a_i, a_f, a_g, a_o = np.split(a, 4, axis=-1)
@@ -167,12 +172,8 @@ def test_init_shapes_gammas_and_forget_bias():
     assert all(v.dtype == F64 for v in p64.values())
     np.testing.assert_array_equal(p64["gamma_c"], 0.5)
     np.testing.assert_array_equal(p64["b"][H : 2 * H], 2.0)
-    assert BN.hparams["family"] == "bn_lstm" and BN.hparams["max_steps"] == MAX
-    assert not BN.hparams["inference"]
-    assert bn_lstm(H, 2, statistics=_random_stats(2, F32)).hparams["inference"]
 
     q = LN.init(jax.random.PRNGKey(0), I, F64)
-    assert LN.hparams["family"] == "ln_lstm"
     for k in ("gamma_x", "gamma_h", "gamma_c"):
         np.testing.assert_array_equal(q[k], 1.0)
     for k in ("beta_x", "beta_h", "beta_c"):
@@ -180,8 +181,54 @@ def test_init_shapes_gammas_and_forget_bias():
     assert q["gamma_c"].shape == q["beta_c"].shape == (H,) and q["beta_x"].shape == (4 * H,)
     np.testing.assert_array_equal(q["b"], np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)])
     carry = BN.initial_carry(p, (2, 3))
-    assert isinstance(carry, BNLSTMState) and carry.t.dtype == jnp.int32 and carry.t.shape == (2, 3)
-    assert carry.h.shape == carry.c.shape == (2, 3, H)
+    assert type(carry) is LSTMCarry and carry.h.shape == carry.c.shape == (2, 3, H)  # no step counter
+    np.testing.assert_array_equal(carry.h, 0.0)
+    np.testing.assert_array_equal(carry.c, 0.0)
+    # inference mode has the same carry: the step index is data that unroll supplies
+    infer = bn_lstm(H, 2, statistics=_random_stats(2, F32))
+    assert jax.tree.structure(infer.initial_carry(p, (2, 3))) == jax.tree.structure(carry)
+    assert jax.tree.structure(LN.initial_carry(q, (2, 3))) == jax.tree.structure(carry)
+    assert type(LN.initial_carry(q, ())) is LSTMCarry
+
+
+def test_hparams_data_kind_and_value_semantics():
+    assert BN.kind == "bn_lstm" and BN.name == "bn_lstm" and LN.kind == "ln_lstm"
+    assert dict(BN.hparams) == {  # the factory's arguments, nothing else
+        "hidden_size": H,
+        "max_steps": MAX,
+        "gamma_init": 0.1,
+        "eps": EPS,
+        "forget_bias": 1.0,
+        "kernel_init": "lecun_normal",
+        "recurrent_init": "orthogonal",
+        "bias_init": "zeros",
+    }
+    assert "family" not in BN.hparams and "inference" not in BN.hparams
+    assert dict(LN.hparams) == {
+        "hidden_size": H,
+        "eps": EPS,
+        "forget_bias": 1.0,
+        "kernel_init": "lecun_normal",
+        "recurrent_init": "orthogonal",
+        "bias_init": "zeros",
+    }
+    stats = _random_stats(2, F32)
+    infer = bn_lstm(H, 2, statistics=stats)
+    # training mode: no statistics, no step index; inference: the statistics are data
+    assert BN.data["statistics"] is None and not BN.uses_step_index
+    assert infer.data["statistics"] is not None and infer.uses_step_index
+    jax.tree.map(np.testing.assert_array_equal, infer.data["statistics"], stats)
+    assert not LN.uses_step_index
+    assert repr(BN).startswith("bn_lstm(") and "hidden_size=4" in repr(BN) and "max_steps=5" in repr(BN)
+    assert repr(infer).startswith("bn_lstm(") and "statistics=" in repr(infer)
+    # equal by hparams and data (statistics by value); a pytree whose leaves are the statistics
+    assert BN == bn_lstm(H, MAX) and hash(BN) == hash(bn_lstm(H, MAX)) and BN != bn_lstm(H, MAX + 1)
+    assert infer == bn_lstm(H, 2, statistics=jax.tree.map(jnp.array, stats))
+    assert infer != bn_lstm(H, 2, statistics=stats._replace(mean_c=stats.mean_c + 1.0))
+    assert infer != bn_lstm(H, 2) and LN == ln_lstm(H) and LN != ln_lstm(H, eps=1e-3)
+    assert jax.tree.leaves(BN) == []
+    assert len(jax.tree.leaves(infer)) == len(BNStatistics._fields)
+    assert jax.tree.map(lambda x: x, infer) == infer
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,12 +248,14 @@ def test_bn_lstm_training_matches_numpy(dtype, batch, jit):
     if jit:
         _close(final.h, h, dtype)
         _close(final.c, c, dtype)
-        np.testing.assert_array_equal(final.t, np.full(batch, 7))
-    else:  # cell.step, one step at a time, agrees too
+        assert type(final) is LSTMCarry  # the carry holds no step counter
+        assert final.h.dtype == final.c.dtype == dtype
+    else:  # cell.step, one step at a time, agrees too; training mode needs no step index
         s = BN.initial_carry(params, batch)
         for t in range(2):
             s = BN.step(params, s, xs[t])
             _close(s.h, want[t], dtype)
+            assert type(s) is LSTMCarry
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -217,13 +266,17 @@ def test_bn_lstm_inference_matches_numpy(dtype, batch):
     want, (h, c), _ = np_bn_lstm(params, xs, stats=stats, max_steps=3)
     final, ys = _infer_unroll(params, stats, xs)
     _close(ys, want, dtype)
+    _close(final.h, h, dtype)
     _close(final.c, c, dtype)
-    # eager, step by step
+    assert type(final) is LSTMCarry
+    # eager, step by step: the step index is given to step (a scalar, or one per sequence)
     cell = bn_lstm(H, 3, statistics=stats)
     s = cell.initial_carry(params, batch)
     for t in range(4):
-        s = cell.step(params, s, xs[t])
+        s_rows = cell.step(params, s, xs[t], jnp.full(batch, t, jnp.int32))
+        s = cell.step(params, s, xs[t], t)
         _close(s.h, want[t], dtype)
+        _close(s_rows.h, s.h, dtype)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
@@ -253,7 +306,7 @@ def test_ln_lstm_matches_numpy(dtype, batch, jit):
 def test_bn_statistics_matches_numpy(T):
     params, xs = _params(BN, F64), _xs(T, (2, 3), F64)
     h0 = 0.1 * jax.random.normal(jax.random.PRNGKey(5), (2, 3, H), F64)  # a noisy initial state
-    carry = BNLSTMState(h0, jnp.zeros_like(h0), jnp.zeros((2, 3), jnp.int32))
+    carry = LSTMCarry(h0, jnp.zeros_like(h0))
     _, _, used = np_bn_lstm(params, xs, h0=h0)
     rows = (used + [used[-1]] * MAX)[:MAX]  # steps past T copy step T - 1; past MAX dropped
     got = jax.jit(bn_statistics, static_argnums=0)(BN, params, xs, carry)
@@ -310,9 +363,37 @@ def test_inference_cell_is_unbatched_friendly_and_counts_steps():
     stats = _random_stats(MAX, F32)
     cell = bn_lstm(H, MAX, statistics=stats)
     final, ys = jr.unroll(cell, params, xs)
-    want, _, _ = np_bn_lstm(params, xs, stats=stats)
+    want, (h, c), _ = np_bn_lstm(params, xs, stats=stats)
     _close(ys, want, F32)
-    assert int(final.t) == 4
+    assert type(final) is LSTMCarry and final.h.shape == (H,)
+    _close(final.c, c, F32)
+    # The step index is counted by unroll, not kept in the carry: a second chunk continues the
+    # statistics rows (2, 3) only with t0 = steps so far; without it, it starts again at row 0.
+    f1, y1 = jr.unroll(cell, params, xs[:2])
+    f2, y2 = jr.unroll(cell, params, xs[2:], f1, t0=2)
+    _close(jnp.concatenate([y1, y2]), ys, F32)
+    _close(f2.h, final.h, F32)
+    _close(f2.c, final.c, F32)
+    _, y_again = jr.unroll(cell, params, xs[2:], f1)
+    _close(y_again, np_bn_lstm(params, xs[2:], stats=stats, h0=f1.h, c0=f1.c)[0], F32)
+    assert np.max(np.abs(np.asarray(y_again - ys[2:]))) > 1e-3
+    # a cell passed to jit as an ordinary argument: its statistics are pytree leaves
+    _, ys_jit = jax.jit(lambda cell, p, x: jr.unroll(cell, p, x))(cell, params, xs)
+    _close(ys_jit, ys, F32)
+
+
+def test_inference_step_needs_the_step_index():
+    params = _params(BN, F32)
+    cell = bn_lstm(H, MAX, statistics=_random_stats(MAX, F32))
+    s = cell.initial_carry(params, (2,))
+    with pytest.raises(ValueError, match=r"bn_lstm: .*pass t\b"):
+        cell.step(params, s, jnp.zeros((2, I), F32))
+    with pytest.raises(ValueError, match=r"pass t\b"):
+        cell.recur(params, s, jnp.zeros((2, 4 * H), F32))
+    # steps past max_steps clamp to the last row: t = MAX - 1 and t = 100 give the same step
+    x = _xs(1, (2,), F32)[0]
+    _close(cell.step(params, s, x, 100).h, cell.step(params, s, x, MAX - 1).h, F32)
+    assert np.max(np.abs(np.asarray(cell.step(params, s, x, 0).h - cell.step(params, s, x, 1).h))) > 1e-4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,13 +434,43 @@ def test_bn_lstm_with_lengths_and_resets():
     cell = bn_lstm(H, 3, statistics=stats)
     resets = jnp.zeros((7, 3), bool).at[4, 1].set(True)
     final, ys = jr.unroll(cell, params, xs, resets=resets, lengths=jnp.array([7, 7, 2]))
-    # a reset restarts the counter: the segment runs as a fresh sequence with rows 0, 1, 2, 2, ...
-    _close(ys[4:, 1], np_bn_lstm(params, xs[4:, 1:2], stats=stats, max_steps=3)[0][:, 0], F64)
-    _close(ys[:2, 2], np_bn_lstm(params, xs[:2, 2:3], stats=stats, max_steps=3)[0][:, 0], F64)
-    np.testing.assert_array_equal(final.t, [7, 3, 2])
-    # training mode: resets put the counter back too (the statistics stay those of the whole batch)
-    final, _ = jr.unroll(BN, params, xs, resets=resets)
-    np.testing.assert_array_equal(final.t, [7, 3, 7])
+    assert type(final) is LSTMCarry  # the carry is the LSTM's: no counter in it
+    # a reset restarts the statistics index at 0: the segment runs as a fresh sequence, rows 0, 1, 2, 2
+    seg_ys, (seg_h, seg_c), _ = np_bn_lstm(params, xs[4:, 1:2], stats=stats, max_steps=3)
+    _close(ys[4:, 1], seg_ys[:, 0], F64)
+    _close(final.h[1], seg_h[0], F64)
+    _close(final.c[1], seg_c[0], F64)
+    short_ys, (short_h, _), _ = np_bn_lstm(params, xs[:2, 2:3], stats=stats, max_steps=3)
+    _close(ys[:2, 2], short_ys[:, 0], F64)
+    _close(final.h[2], short_h[0], F64)
+    np.testing.assert_array_equal(ys[2:, 2], 0.0)
+    full_ys, (full_h, _), _ = np_bn_lstm(params, xs[:, 0:1], stats=stats, max_steps=3)
+    _close(ys[:, 0], full_ys[:, 0], F64)
+    _close(final.h[0], full_h[0], F64)
+    # ... and not a continuation of the index: with rows 4, 5, 6 of the index (row 2 of the statistics)
+    # instead of 0, 1, 2 the segment would differ
+    cont_ys, _, _ = np_bn_lstm(params, xs[4:, 1:2], stats=stats, max_steps=3, t0=4)
+    assert np.max(np.abs(cont_ys[:2, 0] - np.asarray(ys[4:6, 1]))) > 1e-3
+    # The index each row reached (7, 3 since the reset, 2 at its length) is what a next chunk passes as
+    # t0: with MAX = 5 rows of statistics row r continues with rows min(t0_r + t, 4).
+    stats5 = _random_stats(MAX, F64, seed=3)
+    cell5 = bn_lstm(H, MAX, statistics=stats5)
+    f1, _ = jr.unroll(cell5, params, xs, resets=resets, lengths=jnp.array([7, 7, 2]))
+    more = _xs(3, (3,), F64, seed=4)
+    t0 = jnp.array([7, 3, 2], jnp.int32)
+    _, ys2 = jr.unroll(cell5, params, more, f1, t0=t0)
+    for r, t in enumerate([7, 3, 2]):
+        want = np_bn_lstm(
+            params, more[:, r : r + 1], stats=stats5, h0=f1.h[r : r + 1], c0=f1.c[r : r + 1], t0=t
+        )
+        _close(ys2[:, r], want[0][:, 0], F64)
+    # training mode reads no step index: t0 changes nothing, resets only bring back the zero carry
+    assert not BN.uses_step_index
+    f_a, ys_a = jr.unroll(BN, params, xs, resets=resets)
+    f_b, ys_b = jr.unroll(BN, params, xs, resets=resets, t0=jnp.array([3, 0, 9], jnp.int32))
+    np.testing.assert_array_equal(ys_a, ys_b)
+    jax.tree.map(np.testing.assert_array_equal, f_a, f_b)
+    assert type(f_a) is LSTMCarry
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,7 +570,10 @@ def test_bn_statistics_errors():
     with pytest.raises(ValueError, match=r"bn_statistics: xs must have shape \(T, \*batch, 3\)"):
         bn_statistics(BN, params, xs[..., :2])
     carry = BN.initial_carry(params, (2,))
-    with pytest.raises(ValueError, match="bn_statistics: carry.t must be 0"):
-        bn_statistics(BN, params, xs, carry._replace(t=carry.t + 1))
+    # the carry is an LSTMCarry (h, c): a carry with a step counter (the old BNLSTMState) is refused
+    with pytest.raises(ValueError, match="bn_statistics: carry must have the structure"):
+        bn_statistics(BN, params, xs, (carry.h, carry.c, jnp.zeros((2,), jnp.int32)))
     with pytest.raises(ValueError, match="bn_statistics: carry leaves must have shapes"):
         bn_statistics(BN, params, xs, BN.initial_carry(params, (3,)))
+    with pytest.raises(ValueError, match="bn_statistics: carry contains NaN"):
+        bn_statistics(BN, params, xs, carry._replace(h=carry.h.at[0, 0].set(jnp.nan)))

@@ -16,7 +16,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
-from jaxrnn.cells.parallel import LRUState, linear_scan, lru, min_gru, min_lstm
+from jaxrnn.cells.parallel import LRUCarry, linear_scan, lru, min_gru, min_lstm
 
 F32, F64 = jnp.float32, jnp.float64
 I, H = 3, 4
@@ -100,7 +100,7 @@ def _setup(cell, T, batch, dtype, seed=0):
 
 
 def _carry_tuple(carry):
-    return tuple(carry) if isinstance(carry, LRUState) else (carry,)
+    return tuple(carry) if isinstance(carry, LRUCarry) else (carry,)
 
 
 def _run_eager(cell, params, xs, carry, lengths, *, reverse, fused):
@@ -251,10 +251,10 @@ def test_linear_scan_equals_a_loop(kind, reverse):
 
 @pytest.mark.parametrize("name", ["lru"])
 def test_learned_initial_state_uses_the_kernel_and_equals_the_reference(name):
-    cell = jr.learned_initial_state(CELLS[name][0], init=jr.initializers.normal(0.5))
+    cell = jr.learned_initial_state(CELLS[name][0], init=jr.initialisers.normal(0.5))
     params, xs, _ = _setup(cell, 6, (2,), F64)
     lengths = jnp.array([6, 2])
-    assert cell.kernel is not None and cell.kernel.recur is cell.recur
+    assert cell.kernel is not None and cell.kernel == CELLS[name][0].kernel
     outs, (g_fused, g_ref) = _fused_and_reference(cell, params, xs, None, lengths, False)
     _close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
     _close(g_fused, g_ref, rtol=1e-10, atol=1e-12)
@@ -353,7 +353,7 @@ def test_lru_init_follows_the_paper():
     np.testing.assert_allclose(np.exp(p["gamma_log"]), np.sqrt(1 - mod**2), rtol=1e-5)
     assert abs(np.std(p["B_re"]) - 1 / 4) < 0.03 and abs(np.std(p["C_im"]) - 1 / 16) < 0.01
     c = cell.initial_carry(p, (2, 3))
-    assert isinstance(c, LRUState) and c.re.shape == (2, 3, N) and c.y.shape == (2, 3, 8)
+    assert isinstance(c, LRUCarry) and c.re.shape == (2, 3, N) and c.y.shape == (2, 3, 8)
     assert lru(3).init(jax.random.PRNGKey(0), 2, F64)["B_re"].dtype == F64
 
 
@@ -363,7 +363,9 @@ def test_min_cells_shapes_and_hparams():
         assert p["W_xh"].shape == (I, n * H) and p["b"].shape == (n * H,) and p["W_xh"].dtype == F32
         assert cell.initial_carry(p, (5,)).shape == (5, H)
         assert cell.hparams["log_space"] is True
-    assert min_gru(H, log_space=False).hparams["family"] == "min_gru"
+    assert (
+        min_gru(H, log_space=False).kind == "min_gru" and not min_gru(H, log_space=False).hparams["log_space"]
+    )
     assert lru(H, r_min=0.1).hparams["r_min"] == 0.1
 
 

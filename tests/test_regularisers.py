@@ -133,7 +133,7 @@ def test_lstm_gradient_holds_errors_and_states_constant():
     lengths = LENGTHS
     states, d, valid = _reference(cell, params, xs, loss_fn, lengths)
     d_tree = [
-        jr.LSTMState(jnp.asarray(d[k, :, :H]), jnp.asarray(d[k, :, H:])) for k in range(T)
+        jr.LSTMCarry(jnp.asarray(d[k, :, :H]), jnp.asarray(d[k, :, H:])) for k in range(T)
     ]  # flattened as (h, c)
 
     def omega_ref(p):

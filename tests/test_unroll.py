@@ -31,7 +31,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 ELMAN, LSTM, GRU = jr.elman(H), jr.lstm(H), jr.gru(H)
 CELLS = {"elman": ELMAN, "lstm": LSTM, "gru": GRU}
 # s_0 is a (non-zero) parameter: resets must go back to it, not to zeros nor to the carry passed in
-LEARNED = jr.learned_initial_state(jr.gru(H), init=jr.initializers.normal(0.5))
+LEARNED = jr.learned_initial_state(jr.gru(H), init=jr.initialisers.normal(0.5))
 
 HYPOTHESIS = settings(max_examples=25, deadline=None, database=None)
 
@@ -351,8 +351,8 @@ def test_remat_same_values_and_gradients(n, reverse, masked):
 def test_project_once_equals_stepping():
     """A cell whose ``project`` is the identity (so ``unroll`` cannot rely on it) gives the same."""
     params = _params(GRU)
-    step_only = GRU._replace(
-        project=lambda p, x: x, recur=lambda p, c, x: GRU.step(p, c, x), name="step_only"
+    step_only = jr.cells.custom(
+        "step_only", init=GRU.init, initial_carry=GRU.initial_carry, recur=GRU.step, output=GRU.output
     )
     xs = _normal(0, (T, B, I))
     kw = dict(lengths=_lengths((B,)), resets=_resets((T, B)))
@@ -408,7 +408,7 @@ def _draw_case(data, p_reset=0.3):
     ).reshape(T, B)
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.normal(size=(T, B, I)), F32)
-    carry = jr.LSTMState(*(jnp.asarray(rng.normal(size=(B, H)), F32) for _ in range(2)))
+    carry = jr.LSTMCarry(*(jnp.asarray(rng.normal(size=(B, H)), F32) for _ in range(2)))
     return rng, xs, carry, lengths.astype(np.int32), resets
 
 
@@ -718,12 +718,12 @@ BAD_UNROLL = {  # name: (kwargs overriding a valid call, error type, regex the m
     "resets shape": (dict(resets=np.zeros((T, B + 1), bool)), ValueError, r"resets must have the shape"),
     "resets with features": (dict(resets=np.zeros((T, B, I), bool)), ValueError, r"resets must have the"),
     "carry shape": (
-        dict(carry=jr.LSTMState(np.zeros((B + 1, H), np.float32), np.zeros((B + 1, H), np.float32))),
+        dict(carry=jr.LSTMCarry(np.zeros((B + 1, H), np.float32), np.zeros((B + 1, H), np.float32))),
         ValueError,
         r"carry leaves must have shapes",
     ),
     "carry unbatched": (
-        dict(carry=jr.LSTMState(np.zeros((H,), np.float32), np.zeros((H,), np.float32))),
+        dict(carry=jr.LSTMCarry(np.zeros((H,), np.float32), np.zeros((H,), np.float32))),
         ValueError,
         r"carry leaves must have shapes",
     ),
@@ -732,18 +732,18 @@ BAD_UNROLL = {  # name: (kwargs overriding a valid call, error type, regex the m
         ValueError,
         r"carry must have the structure",
     ),
-    "carry tuple not LSTMState": (
+    "carry tuple not LSTMCarry": (
         dict(carry=(np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))),
         ValueError,
         r"carry must have the structure",
     ),
     "carry NaN": (
-        dict(carry=jr.LSTMState(np.full((B, H), np.nan, np.float32), np.zeros((B, H), np.float32))),
+        dict(carry=jr.LSTMCarry(np.full((B, H), np.nan, np.float32), np.zeros((B, H), np.float32))),
         ValueError,
         r"carry contains NaN or Inf",
     ),
     "carry Inf": (
-        dict(carry=jr.LSTMState(np.zeros((B, H), np.float32), np.full((B, H), np.inf, np.float32))),
+        dict(carry=jr.LSTMCarry(np.zeros((B, H), np.float32), np.full((B, H), np.inf, np.float32))),
         ValueError,
         r"carry contains NaN or Inf",
     ),
@@ -939,7 +939,15 @@ def _kernel_cell(calls, decline=False):
             states.append(new)
         return s, jnp.stack(states)
 
-    return base._replace(kernel=SequenceKernel(base.recur, apply))
+    return jr.cells.custom(
+        "elman_kernel",
+        init=base.init,
+        initial_carry=base.initial_carry,
+        project=base.project,
+        recur=base.recur,
+        output=base.output,
+        kernel=SequenceKernel(apply),
+    )
 
 
 def test_unroll_uses_a_cells_kernel_only_where_it_serves():
@@ -959,7 +967,7 @@ def test_unroll_uses_a_cells_kernel_only_where_it_serves():
     # time_axis: the kernel sees time first, ys come back on axis 1
     got_b = jr.unroll(cell, params, jnp.moveaxis(xs, 0, 1), lengths=lengths, time_axis=1)
     np.testing.assert_allclose(got_b[1], jnp.moveaxis(ref[1], 0, 1), rtol=1e-12)
-    # not used: resets, probes, remat, a replaced recur (truncate), declined options
+    # not used: resets, probes, remat, a truncation (cuts), declined options
     n = len(calls)
     jr.unroll(cell, params, xs, resets=jnp.zeros((5, 4), bool))
     jr.unroll(cell, params, xs, remat=True)
@@ -972,3 +980,67 @@ def test_unroll_uses_a_cells_kernel_only_where_it_serves():
     )
     with pytest.raises(TypeError, match="fused must be a bool"):
         jr.unroll(cell, params, xs, fused="yes")
+
+
+def test_unroll_factor_is_what_lax_scan_accepts():
+    cell = jr.gru(3)
+    params = cell.init(jax.random.PRNGKey(0), 2, jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 2), jnp.float64)
+    want = jr.unroll(cell, params, xs, fused=False)
+    for u in (True, False, 2, 5):
+        for fused in (True, False):
+            got = jr.unroll(cell, params, xs, unroll=u, fused=fused)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
+    for bad, exc in (("2", TypeError), (0, ValueError), (1.5, TypeError)):
+        with pytest.raises(exc, match="unroll: unroll must be a positive int"):
+            jr.unroll(cell, params, xs, unroll=bad)
+
+
+def test_a_custom_cell_is_a_cell_for_every_consumer():
+    def init(key, input_size, dtype=jnp.float32):
+        return {"W": jax.random.normal(key, (input_size, 3), dtype)}
+
+    def initial_carry(params, batch_shape=()):
+        return jnp.zeros((*batch_shape, 3), params["W"].dtype)
+
+    def recur(params, s, x):
+        return 0.9 * s + jnp.tanh(x @ params["W"])
+
+    def output(s):
+        return s
+
+    cell = jr.cells.custom(
+        "leaky",
+        init=init,
+        initial_carry=initial_carry,
+        recur=recur,
+        output=output,
+        input_size=lambda p: p["W"].shape[0],
+    )
+    again = jr.cells.custom(
+        "leaky",
+        init=init,
+        initial_carry=initial_carry,
+        recur=recur,
+        output=output,
+        input_size=cell.hparams["input_size"],
+    )
+    assert cell == again and hash(cell) == hash(again) and repr(cell) == "custom(name='leaky')"
+    params = cell.init(jax.random.PRNGKey(0), 2, jnp.float64)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 2), jnp.float64)
+    s, ys = jnp.zeros((2, 3)), []
+    for t in range(4):
+        s = 0.9 * s + jnp.tanh(xs[t] @ params["W"])
+        ys.append(s)
+    final, got = jr.unroll(cell, params, xs)
+    np.testing.assert_allclose(got, jnp.stack(ys), rtol=1e-12)
+    np.testing.assert_allclose(final, s, rtol=1e-12)
+    J = jr.step_jacobians(cell, params, xs[:, 0])
+    np.testing.assert_allclose(
+        J[0], jax.jacobian(recur, argnums=1)(params, jnp.zeros(3), xs[0, 0]), rtol=1e-12
+    )
+    jr.truncate(cell, jr.truncation.every(2, 4))
+    with pytest.raises(TypeError, match="custom: recur must be a callable"):
+        jr.cells.custom("x", init=init, initial_carry=initial_carry, recur=None, output=output)
+    with pytest.raises(TypeError, match="custom: name must be a str"):
+        jr.cells.custom(3, init=init, initial_carry=initial_carry, recur=recur, output=output)

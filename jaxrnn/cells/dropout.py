@@ -2,8 +2,9 @@
 
 Dropout inside the recurrence must not erase the memory. Two placements that respect this:
 
-* **Semeniuta** (Semeniuta, Severyn, Barth 2016, "Recurrent Dropout without Memory Loss", seed 003):
-  drop only the *candidate* that is written into the memory, never the memory itself::
+* **Semeniuta** (Semeniuta, Severyn, Barth 2016, "Recurrent Dropout without Memory Loss"):
+  drop only the *candidate* that is written into the memory, never the memory itself (also in the
+  dynamical-systems lecture notes "Recurrent neural networks")::
 
       LSTM   c_t = f_t * c_{t-1} + i_t * d(g_t)
       GRU    h_t = (1 - z_t) * d(n_t) + z_t * h_{t-1}      (jaxrnn/PyTorch's z; the paper's
@@ -22,27 +23,26 @@ Dropout inside the recurrence must not erase the memory. Two placements that res
 ``d(v) = m * v`` is inverted dropout: ``m = keep / (1 - rate)``, ``keep ~ Bernoulli(1 - rate)`` per
 unit, so ``E[d(v)] = v`` and inference (no key) is the identity -- no test-time rescaling.
 
-Where a mask goes is the cell's business: each supporting factory builds its ``recur`` from one
-private ``recur_masked(params, carry, px, masks)`` (``masks`` a :class:`RecurrentMasks` or ``None``)
-via :func:`maskable`, which records it in the cell's ``hparams``; :func:`recurrent_dropout` only draws
-the masks. So the cell equations are written once.
+Where a mask goes is the cell's business: each supporting cell offers ``masked_recur(params, carry, px,
+masks)`` (``masks`` a :class:`RecurrentMasks` or ``None``; its ``recur`` is that with ``None``) as a
+typed capability of its :class:`~jaxrnn.cells.base.CellFns`; :func:`recurrent_dropout` only draws the
+masks, from per-step data (the key, the batch row and the step index that :func:`jaxrnn.unroll`
+supplies), never from state in the carry. So the cell equations are written once.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxrnn.cells.base import Cell, HParams
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell, CellFns
 
-__all__ = ["DropoutState", "RecurrentMasks", "apply_mask", "maskable", "recurrent_dropout"]
+__all__ = ["RecurrentMasks", "apply_mask", "recurrent_dropout"]
 
-_MASKED_RECUR = "_masked_recur"  # hparams key: (recur, recur_masked) of a cell that supports masks
 _KINDS = ("semeniuta", "gal")
 _PERS = ("step", "sequence")
 _SUPPORTED = "lstm, gru, mgu and the elman family (elman, irnn, np_rnn)"
@@ -63,112 +63,30 @@ class RecurrentMasks(NamedTuple):
     hidden: Any = None
 
 
-class DropoutState(NamedTuple):
-    """The carry of a :func:`recurrent_dropout` cell: the step counter ``t (*batch)`` (int32, steps
-    since the start or the last reset) and the wrapped cell's carry ``inner``. Training and inference
-    cells (with and without a key) have the same carry, so a carry can move between them."""
-
-    t: jax.Array
-    inner: Any
-
-
 def apply_mask(x, masks: RecurrentMasks | None, field: str):
     """``x * getattr(masks, field)``, or ``x`` itself when there is no such mask (for cell authors)."""
     mask = None if masks is None else getattr(masks, field)
     return x if mask is None else x * mask
 
 
-def maskable(recur_masked):
-    """For cell factories: ``(recur, hparams)`` from a masked recurrence.
-
-    ``recur(params, carry, px) = recur_masked(params, carry, px, None)``, and ``hparams`` (to pass to
-    ``make_cell(..., **hparams)``) records both functions so that :func:`recurrent_dropout` can find
-    ``recur_masked`` and check that a cell's ``recur`` is still the one it generalises.
-    """
-
-    def recur(params, carry, px):
-        return recur_masked(params, carry, px, None)
-
-    return recur, {_MASKED_RECUR: (recur, recur_masked)}
+def _has_dropout(cell: Cell) -> bool:
+    """Whether ``cell`` or a cell it wraps is a recurrent_dropout cell."""
+    if cell.kind == "recurrent_dropout":
+        return True
+    inner = [v for v in cell.data.values() if isinstance(v, Cell)]
+    inner += [c for v in cell.data.values() if isinstance(v, tuple) for c in v if isinstance(c, Cell)]
+    return any(_has_dropout(c) for c in inner)
 
 
-def _check_rate(rate, fn: str) -> float:
-    number = isinstance(rate, numbers.Real) and not isinstance(rate, (bool, np.bool_))
-    array = (  # a concrete 0-d float array (numpy or jax), not a tracer
-        getattr(rate, "shape", None) == ()
-        and not isinstance(rate, jax.core.Tracer)
-        and jnp.issubdtype(getattr(rate, "dtype", None) or np.bool_, jnp.floating)
-    )
-    if not (number or array):
-        raise TypeError(
-            f"{fn}: rate must be a concrete number in [0, 1) (it sets the mask scale 1/(1 - rate) "
-            f"at trace time); got {rate!r}"
-        )
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{fn}: rate must be in [0, 1) (the probability of dropping a unit); got {rate}")
-    return rate
-
-
-def _check_key(key, fn: str):
-    if key is None:
-        return None
-    dtype = getattr(key, "dtype", None)
-    shape = tuple(getattr(key, "shape", ()))
-    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        if shape != ():
-            raise ValueError(
-                f"{fn}: key must be a single jax.random key (shape ()); got a key array of shape {shape}"
-            )
-        return key
-    if dtype is not None and dtype == jnp.uint32 and len(shape) == 1:
-        try:
-            return jax.random.wrap_key_data(key)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"{fn}: key must be a jax.random key (jax.random.key(0) or PRNGKey(0)); got uint32 data "
-                f"of shape {shape} that is not a key of the default PRNG ({e})"
-            ) from None
-    raise TypeError(
-        f"{fn}: key must be a jax.random key (jax.random.key(seed) or jax.random.PRNGKey(seed)), or None "
-        f"for inference; got {type(key).__name__}"
-        + (f" of dtype {dtype} and shape {shape}" if dtype is not None else f" {key!r}")
-    )
-
-
-def _masked_recur_of(cell: Cell, fn: str):
-    hp = cell.hparams
-    entry = hp.get(_MASKED_RECUR) if hasattr(hp, "get") else None
-    family = hp.get("family") if hasattr(hp, "get") else None
-    if entry is None:
-        if family == "recurrent_dropout":
-            raise ValueError(
-                f"{fn}: cell {cell.name!r} already has recurrent dropout; wrap the plain cell once "
-                f"(recurrent_dropout(cell, rate, key, kind=..., per=...))"
-            )
-        raise ValueError(
-            f"{fn}: cell {cell.name!r} (family {family!r}) does not support recurrent dropout; "
-            f"supported: {_SUPPORTED}. Use dropout between layers (jaxrnn.stack(..., dropout=rate)) instead"
-        )
-    recur, recur_masked = entry
-    if cell.recur is not recur:
-        raise ValueError(
-            f"{fn}: cell {cell.name!r} is a transformed {family} cell (its recur is not the {family} "
-            f"recurrence any more); apply recurrent_dropout to the plain cell first and transform the "
-            f"result, e.g. truncate(recurrent_dropout(cell, rate, key), cuts)"
-        )
-    return recur_masked
-
-
-def _draw_masks(key, rate: float, per: str, t, hidden_size: int, dtype):
-    """The ``(*batch, H)`` masks of one step; ``batch_shape = t.shape``. See :func:`recurrent_dropout`."""
-    batch_shape = tuple(t.shape)
+def _draw_masks(key, rate: float, per: str, t, batch_shape, hidden_size: int, dtype):
+    """The ``(*batch, H)`` masks of one step. See :func:`recurrent_dropout`."""
     n = math.prod(batch_shape)
     if batch_shape:
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n, dtype=jnp.uint32))
     else:
         keys = key[None]
     if per == "step":
+        t = jnp.broadcast_to(jnp.asarray(t), batch_shape)
         keys = jax.vmap(jax.random.fold_in)(keys, jnp.reshape(t, (n,)).astype(jnp.uint32))
     p_keep = jnp.asarray(1.0 - rate, jnp.float32)
     keep = jax.vmap(lambda k: jax.random.bernoulli(k, p_keep, (hidden_size,)))(keys)
@@ -195,15 +113,14 @@ def recurrent_dropout(
     ``z * h_{t-1}`` path of a GRU/MGU. ``d(v) = m * v``, inverted dropout: each unit is kept with
     probability ``1 - rate`` and scaled by ``1 / (1 - rate)``, so ``E[d(v)] = v``.
 
-    The key is data closed over by the new cell (like :func:`jaxrnn.truncation.truncate`'s schedule):
-    build the dropped-out cell inside the jitted loss, ``recurrent_dropout(cell, 0.25, key)``, with a
-    fresh key per update. ``key=None`` or ``deterministic=True`` is inference: the same values as
-    ``cell`` with the same carry structure (a carry moves freely between the training and the inference
-    cell). ``rate=0`` gives exactly ``cell``'s values too.
+    The key is data of the new cell (a pytree leaf, like :func:`jaxrnn.truncate`'s schedule): build the
+    dropped-out cell inside the jitted loss, ``recurrent_dropout(cell, 0.25, key)``, with a fresh key per
+    update, or pass it into ``jax.jit`` as an argument. The carry is the wrapped cell's, unchanged.
+    ``key=None``, ``deterministic=True`` or ``rate=0`` is inference: the result *is* ``cell``.
 
     **The masks.** Row ``b`` of the batch is its flattened (row-major) index in ``batch_shape``;
-    ``t`` is the carry's step counter. With ``k_b = fold_in(key, b)`` (``k_b = key`` when there is no
-    batch dim)::
+    ``t`` is the step index that :func:`~jaxrnn.unroll` supplies (``cell.step(..., t=t)`` by hand).
+    With ``k_b = fold_in(key, b)`` (``k_b = key`` when there is no batch dim)::
 
         per="sequence":  keep = bernoulli(k_b,               p=float32(1 - rate), shape=(H,))
         per="step":      keep = bernoulli(fold_in(k_b, t_b), p=float32(1 - rate), shape=(H,))
@@ -215,28 +132,27 @@ def recurrent_dropout(
     are fresh each step (the default for ``"semeniuta"``, as TensorFlow's ``LayerNormBasicLSTMCell``).
     ``per=None`` picks ``"step"`` for ``"semeniuta"`` and ``"sequence"`` for ``"gal"``.
 
-    **Resets and lengths** (:func:`~jaxrnn.unroll`). The carry is :class:`DropoutState` ``(t, inner)``;
-    a reset restores the cell's initial carry, ``t = 0``: a row keeps its per-sequence mask across
-    resets and its per-step masks start again from those of ``t = 0`` (masks depend on
-    ``(key, b, t)`` only; use another key for fresh masks). Past its length a sequence stands still,
-    ``t`` included. With ``reverse=True`` ``t`` counts in processing order. A carry passed on between
-    calls (chunked TBPTT) keeps counting, so with one key the next chunk draws new per-step masks.
+    **Resets and lengths** (:func:`~jaxrnn.unroll`). ``t`` counts the steps of each sequence since its
+    start or its last reset (plus ``unroll``'s ``t0``): a row keeps its per-sequence mask across resets
+    and its per-step masks start again from those of ``t = 0`` (masks depend on ``(key, b, t)`` only;
+    use another key for fresh masks). Past its length a sequence stands still. With ``reverse=True``
+    ``t`` counts in processing order. For the next chunk of a stream (chunked TBPTT) pass
+    ``t0 = steps so far`` to :func:`~jaxrnn.unroll`, so that it draws new per-step masks.
 
     In plain Python, for a single sequence of the LSTM with ``kind="semeniuta"``::
 
-        s = DropoutState(0, cell.initial_carry(params))
-        for x in xs:
-            m = mask(key, s.t)                                   # the rule above; ones at inference
-            a_i, a_f, a_g, a_o = split(x @ W_xh + s.inner.h @ W_hh + b)      # (kind="gal": (m * h))
-            c = sigmoid(a_f) * s.inner.c + sigmoid(a_i) * (m * tanh(a_g))    # (kind="gal": no m here)
+        s = cell.initial_carry(params)
+        for t, x in enumerate(xs):
+            m = mask(key, t)                                     # the rule above
+            a_i, a_f, a_g, a_o = split(x @ W_xh + s.h @ W_hh + b)           # (kind="gal": (m * h))
+            c = sigmoid(a_f) * s.c + sigmoid(a_i) * (m * tanh(a_g))          # (kind="gal": no m here)
             h = sigmoid(a_o) * tanh(c)
-            s = DropoutState(s.t + 1, LSTMState(h, c))
+            s = LSTMCarry(h, c)
 
     Args:
       cell: a plain :func:`~jaxrnn.lstm`, :func:`~jaxrnn.gru` (both reset placements),
         :func:`~jaxrnn.mgu`, :func:`~jaxrnn.elman`, :func:`~jaxrnn.irnn` or :func:`~jaxrnn.np_rnn` cell,
-        also under :func:`~jaxrnn.learned_initial_state`. Apply other transforms (``truncate``) to the
-        result, not before.
+        also under :func:`~jaxrnn.learned_initial_state` and :func:`~jaxrnn.truncate` (in either order).
       rate: probability of dropping a unit, a concrete number in ``[0, 1)``.
       key: a ``jax.random`` key (typed ``jax.random.key`` or raw ``PRNGKey``), may be traced; ``None``
         for inference.
@@ -245,15 +161,14 @@ def recurrent_dropout(
       deterministic: ``True`` forces inference whatever ``key`` is (Flax's convention).
 
     Returns:
-      A :class:`~jaxrnn.Cell` named ``recurrent_dropout(<name>)`` with the wrapped cell's ``init``,
-      ``project``, ``input_size`` and params; carry :class:`DropoutState` ``(t (*batch) int32, inner)``;
-      ``output(state) = cell.output(state.inner)``. Its ``hparams`` are ``{"family":
-      "recurrent_dropout", "cell": <the wrapped cell's hparams>, "rate", "kind", "per"}``. Its carry has
-      an integer leaf, so apply the Jacobian diagnostics to the wrapped cell.
+      ``cell`` itself at inference; else a :class:`~jaxrnn.Cell` ``recurrent_dropout(cell=..., key=...,
+      rate=...)`` with the wrapped cell's ``init``, ``initial_carry``, ``project``, ``output`` and
+      carry, whose ``recur`` reads the step index (``uses_step_index`` for ``per="step"``). The
+      diagnostics describe the masked dynamics it runs (one draw of the masks per ``(key, b, t)``).
 
     Raises:
       TypeError / ValueError before tracing: not a Cell, a cell without a masked recurrence (ctrnn,
-      accumulator, mrnn, lstm1997), an already wrapped or transformed cell, ``rate`` outside ``[0, 1)``
+      accumulator, mrnn, lstm1997, a deep_rnn), an already dropped-out cell, ``rate`` outside ``[0, 1)``
       or not a number, a ``key`` that is not a key, an unknown ``kind`` or ``per``.
 
     References:
@@ -262,42 +177,46 @@ def recurrent_dropout(
       Recurrent Neural Networks", NeurIPS, section 4 (arXiv:1512.05287).
     """
     fn = "recurrent_dropout"
-    if not isinstance(cell, Cell):
-        raise TypeError(f"{fn}: cell must be a jaxrnn Cell (e.g. jr.lstm(128)); got {type(cell).__name__}")
-    recur_masked = _masked_recur_of(cell, fn)
-    rate = _check_rate(rate, fn)
-    key = _check_key(key, fn)
+    cell = check.cell(cell, fn)
+    rate = check.rate(rate, f"{fn}: rate")
+    key = check.prng_key(key, fn)
     if kind not in _KINDS:
         raise ValueError(f"{fn}: kind must be one of {_KINDS}; got {kind!r}")
     if per is None:
         per = "step" if kind == "semeniuta" else "sequence"
     if per not in _PERS:
         raise ValueError(f"{fn}: per must be one of {_PERS} or None (the kind's default); got {per!r}")
-    if not isinstance(deterministic, bool):
-        raise TypeError(f"{fn}: deterministic must be a bool; got {deterministic!r}")
-    active = key is not None and not deterministic and rate > 0.0
-
-    def initial_carry(params, batch_shape=()):
-        batch_shape = tuple(batch_shape)
-        return DropoutState(jnp.zeros(batch_shape, jnp.int32), cell.initial_carry(params, batch_shape))
-
-    def recur(params, state, px):
-        masks = None
-        if active:
-            out = jax.eval_shape(cell.output, state.inner)
-            m = _draw_masks(key, rate, per, state.t, out.shape[-1], out.dtype)
-            masks = RecurrentMasks(candidate=m) if kind == "semeniuta" else RecurrentMasks(hidden=m)
-        return DropoutState(state.t + 1, recur_masked(params, state.inner, px, masks))
-
-    def step(params, state, x):
-        return recur(params, state, cell.project(params, x))
-
-    inner_hparams = HParams({k: v for k, v in cell.hparams.items() if k != _MASKED_RECUR})
-    return cell._replace(
-        initial_carry=initial_carry,
-        step=step,
-        recur=recur,
-        output=lambda state: cell.output(state.inner),
-        name=f"{fn}({cell.name})",
-        hparams=HParams({"family": fn, "cell": inner_hparams, "rate": rate, "kind": kind, "per": per}),
+    deterministic = check.bool_arg(deterministic, f"{fn}: deterministic")
+    if _has_dropout(cell):
+        raise ValueError(
+            f"{fn}: cell {cell.name!r} already has recurrent dropout; wrap the plain cell once "
+            f"(recurrent_dropout(cell, rate, key, kind=..., per=...))"
+        )
+    if cell.fns.masked_recur is None:
+        raise ValueError(
+            f"{fn}: cell {cell.name!r} does not support recurrent dropout; supported: {_SUPPORTED} (also "
+            f"under learned_initial_state and truncate; for a deep_rnn, wrap each cell). Use dropout between "
+            f"layers (jaxrnn.stack(..., dropout=rate)) instead"
+        )
+    if key is None or deterministic or rate == 0.0:
+        return cell  # inference: the cell itself, for every consumer
+    return Cell(
+        recurrent_dropout,
+        _build_recurrent_dropout,
+        dict(rate=rate, kind=kind, per=per),
+        dict(cell=cell, key=key),
     )
+
+
+def _build_recurrent_dropout(rate, kind, per, cell: Cell, key) -> CellFns:
+    inner = cell.fns
+    masked_recur = inner.masked_recur
+    uses_t = per == "step" or inner.uses_step_index
+
+    def recur(params, carry, px, t=None):
+        out = jax.eval_shape(cell.output, carry)
+        m = _draw_masks(key, rate, per, t, tuple(out.shape[:-1]), out.shape[-1], out.dtype)
+        masks = RecurrentMasks(candidate=m) if kind == "semeniuta" else RecurrentMasks(hidden=m)
+        return masked_recur(params, carry, px, masks)
+
+    return inner._replace(recur=recur, uses_step_index=uses_t, kernel=None, form=None, masked_recur=None)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import validators as check
 from jaxrnn.cells.base import (
     Cell,
+    CellFns,
+    SequenceKernel,
     affine_input,
-    check_init_args,
     gate_blocks,
     hidden_zeros,
-    make_cell,
-    positive_int,
     resolve_inits,
 )
-from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.cells.dropout import apply_mask
 from jaxrnn.kernels import gru_kernel
 
 __all__ = ["gru", "mgu"]
@@ -23,7 +23,7 @@ __all__ = ["gru", "mgu"]
 
 def _gated_params(name, k_init, r_init, b_init, hidden_size, n_gates, extra_bias=()):
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args(name, input_size, dtype)
+        n_in, dtype = check.init_args(name, input_size, dtype)
         k_x, k_h, k_b, k_e = jax.random.split(key, 4)
         params = {
             "W_xh": gate_blocks(k_init, k_x, n_in, hidden_size, n_gates, dtype),
@@ -54,20 +54,35 @@ def gru(
         r = sigma(x_r + h_r)     z = sigma(x_z + h_z)     n = tanh(x_n + r * (h_n + b_hn))
         h_t = (1 - z) * n + z * h_{t-1}
 
-    ``reset_after=False`` -- the form of seeds 000 and 003 (and of Cho et al.), reset applied to the
+    ``reset_after=False`` -- the form of the Politecnico di Milano lecture and the dynamical-systems
+    lecture notes (and of Cho et al.), reset applied to the
     state *before* the matmul, ``n = tanh(x_n + (r * h_{t-1}) @ W_hn)``; no ``b_hn``.
 
     Params: ``W_xh (I, 3H)``, ``W_hh (H, 3H)``, ``b (3H,)`` (PyTorch's ``b_ih + b_hh`` on the r and z
     slices, ``b_in`` on the n slice) and, with ``reset_after``, ``b_hn (H,)``, which cannot be merged
-    into ``b`` because it sits inside ``r * (...)``. Carry and output: ``h (*batch, H)``. Seed 003 names
-    the update gate ``u`` and writes ``h_t = u h_{t-1} + (1 - u) h~_t``: the same cell with ``u = z``.
-    :func:`jaxrnn.unroll` runs the ``reset_after=True`` form with the fused kernel of
-    :mod:`jaxrnn.kernels`.
+    into ``b`` because it sits inside ``r * (...)``. Carry and output: ``h (*batch, H)``. The
+    dynamical-systems lecture notes name the update gate ``u`` and writes ``h_t = u h_{t-1} + (1 - u) h~_t``:
+    the same cell with ``u = z``. :func:`jaxrnn.unroll` runs the ``reset_after=True`` form with the fused
+    kernel of :mod:`jaxrnn.kernels`.
     """
-    hidden_size = positive_int(hidden_size, "gru: hidden_size")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "gru: hidden_size"),
+        reset_after=check.bool_arg(reset_after, "gru: reset_after"),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    resolve_inits("gru", kernel_init, recurrent_init, bias_init)
+    return Cell(gru, _build_gru, hp)
+
+
+def _identity(h):
+    return h
+
+
+def _build_gru(hidden_size, reset_after, kernel_init, recurrent_init, bias_init) -> CellFns:
     k_init, r_init, b_init = resolve_inits("gru", kernel_init, recurrent_init, bias_init)
     H = hidden_size
-
     # masks (jaxrnn.cells.dropout.RecurrentMasks or None): hidden multiplies h_{t-1} where it enters
     # the recurrent matmuls (not in the z-blend), candidate multiplies n.
     if reset_after:
@@ -93,17 +108,14 @@ def gru(
 
         extra = ()
 
-    recur, masked_hparams = maskable(recur_masked)
-    return make_cell(
-        "gru",
+    return CellFns(
         _gated_params("gru", k_init, r_init, b_init, H, 3, extra),
         hidden_zeros(H),
         affine_input,
-        recur,
-        lambda h: h,
-        kernel=gru_kernel(reset_after=reset_after),
-        reset_after=reset_after,
-        **masked_hparams,
+        lambda params, h, px: recur_masked(params, h, px, None),
+        _identity,
+        kernel=SequenceKernel(gru_kernel(reset_after=reset_after)),
+        masked_recur=recur_masked,
     )
 
 
@@ -114,7 +126,8 @@ def mgu(
     recurrent_init="orthogonal",
     bias_init="zeros",
 ) -> Cell:
-    """The minimal gated unit (Zhou, Wu, Zhang, Zhou 2016), the "minimal GRU" of seed 003.
+    """The minimal gated unit (Zhou, Wu, Zhang, Zhou 2016), the "minimal GRU" of the dynamical-systems
+    lecture notes "Recurrent neural networks".
 
     One gate ``f`` plays both the reset and the update role::
 
@@ -125,7 +138,17 @@ def mgu(
     Params: ``W_xh (I, 2H)``, ``W_hh (H, 2H)``, ``b (2H,)``, columns ``[f | n]`` -- two thirds of a
     GRU's parameters. Carry and output: ``h (*batch, H)``.
     """
-    hidden_size = positive_int(hidden_size, "mgu: hidden_size")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "mgu: hidden_size"),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    resolve_inits("mgu", kernel_init, recurrent_init, bias_init)
+    return Cell(mgu, _build_mgu, hp)
+
+
+def _build_mgu(hidden_size, kernel_init, recurrent_init, bias_init) -> CellFns:
     k_init, r_init, b_init = resolve_inits("mgu", kernel_init, recurrent_init, bias_init)
     H = hidden_size
 
@@ -137,13 +160,11 @@ def mgu(
         n = jnp.tanh(px[..., H:] + (f * h_in) @ W[:, H:])
         return (1.0 - f) * h + f * apply_mask(n, masks, "candidate")
 
-    recur, masked_hparams = maskable(recur_masked)
-    return make_cell(
-        "mgu",
+    return CellFns(
         _gated_params("mgu", k_init, r_init, b_init, H, 2),
         hidden_zeros(H),
         affine_input,
-        recur,
-        lambda h: h,
-        **masked_hparams,
+        lambda params, h, px: recur_masked(params, h, px, None),
+        _identity,
+        masked_recur=recur_masked,
     )

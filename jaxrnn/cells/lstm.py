@@ -6,21 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import activations
+from jaxrnn import validators as check
 from jaxrnn.cells.base import (
     Cell,
-    LSTMState,
+    CellFns,
+    LSTMCarry,
+    SequenceKernel,
     affine_input,
-    check_init_args,
     gate_blocks,
-    make_cell,
-    positive_int,
     resolve_inits,
     zeros_state,
 )
-from jaxrnn.cells.base import (
-    activation as get_activation,
-)
-from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.cells.dropout import apply_mask
 from jaxrnn.kernels import lstm_kernel
 
 __all__ = ["lstm", "lstm1997"]
@@ -29,7 +27,7 @@ __all__ = ["lstm", "lstm1997"]
 def _lstm_state(hidden_size):
     def initial_carry(params, batch_shape=()):
         z = zeros_state(params["W_hh"], batch_shape, hidden_size)
-        return LSTMState(h=z, c=z)
+        return LSTMCarry(h=z, c=z)
 
     return initial_carry
 
@@ -67,27 +65,43 @@ def lstm(
 
     (the ``p_*`` peephole terms only with ``peepholes=True``). Params: ``W_xh (I, 4H)``,
     ``W_hh (H, 4H)``, ``b (4H,)`` (one bias: PyTorch's ``b_ih + b_hh``), and with peepholes
-    ``p_i, p_f, p_o (H,)`` (zeros at init). The carry is :class:`LSTMState` ``(h, c)``, the output
+    ``p_i, p_f, p_o (H,)`` (zeros at init). The carry is :class:`LSTMCarry` ``(h, c)``, the output
     ``h (*batch, H)``.
 
     :func:`jaxrnn.unroll` runs it with the fused kernel of :mod:`jaxrnn.kernels` (not with peepholes).
 
-    ``forget_bias`` (default 1.0, seed 004; Gers et al. 2000, Jozefowicz et al. 2015) is *added to the
+    ``forget_bias`` (default 1.0, Kitov's lecture; Gers et al. 2000, Jozefowicz et al. 2015) is *added to the
     f-slice of b at init*; the forward pass has no hidden constant, so parameters converted from
     PyTorch or Flax behave exactly as there.
     """
-    hidden_size = positive_int(hidden_size, "lstm: hidden_size")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "lstm: hidden_size"),
+        forget_bias=check.real_number(forget_bias, "lstm: forget_bias"),
+        peepholes=check.bool_arg(peepholes, "lstm: peepholes"),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    resolve_inits("lstm", kernel_init, recurrent_init, bias_init)
+    return Cell(lstm, _build_lstm, hp)
+
+
+def _output_h(s):
+    return s.h
+
+
+def _build_lstm(hidden_size, forget_bias, peepholes, kernel_init, recurrent_init, bias_init) -> CellFns:
     k_init, r_init, b_init = resolve_inits("lstm", kernel_init, recurrent_init, bias_init)
     H = hidden_size
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args("lstm", input_size, dtype)
+        n_in, dtype = check.init_args("lstm", input_size, dtype)
         params = lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype)
         if peepholes:
             params.update({k: jnp.zeros((H,), dtype) for k in ("p_i", "p_f", "p_o")})
         return params
 
-    def recur_masked(params, state, px, masks):
+    def masked_recur(params, state, px, masks):
         # masks (jaxrnn.cells.dropout.RecurrentMasks or None): hidden multiplies h_{t-1} before the
         # recurrent matmul (all four gates), candidate multiplies g; c is never masked.
         h, c = state
@@ -100,20 +114,16 @@ def lstm(
         if peepholes:
             a_o = a_o + params["p_o"] * c
         h = jax.nn.sigmoid(a_o) * jnp.tanh(c)
-        return LSTMState(h=h, c=c)
+        return LSTMCarry(h=h, c=c)
 
-    recur, masked_hparams = maskable(recur_masked)
-    return make_cell(
-        "lstm",
+    return CellFns(
         init,
         _lstm_state(H),
         affine_input,
-        recur,
-        lambda s: s.h,
-        kernel=lstm_kernel(LSTMState, peepholes=peepholes),
-        forget_bias=forget_bias,
-        peepholes=peepholes,
-        **masked_hparams,
+        lambda params, state, px: masked_recur(params, state, px, None),
+        _output_h,
+        kernel=SequenceKernel(lstm_kernel(LSTMCarry, peepholes=peepholes)),
+        masked_recur=masked_recur,
     )
 
 
@@ -128,7 +138,8 @@ def lstm1997(
     recurrent_init="orthogonal",
     bias_init="zeros",
 ) -> Cell:
-    """The original LSTM (Hochreiter & Schmidhuber 1997; seed 002): no forget gate, memory blocks.
+    """The original LSTM (Hochreiter & Schmidhuber 1997, "Long short-term memory"; the XJTLU INT301
+    Bio-computation lecture): no forget gate, memory blocks.
 
     The ``H`` memory cells are grouped in ``n = H / block_size`` blocks; the cells of a block share
     one input gate and one output gate. With ``y = h`` the cell outputs::
@@ -140,11 +151,11 @@ def lstm1997(
         h_t = h(c_t) * o[block]
 
     Without a forget gate ``c_t`` can only accumulate: under a constant input stream it grows
-    linearly in ``t`` (the limitation seed 002 names, fixed by Gers et al.'s forget gate).
+    linearly in ``t`` (the limitation the XJTLU lecture names, fixed by Gers et al.'s forget gate).
 
     Params: ``W_xh (I, n + H + n)``, ``W_hh (H, n + H + n)``, ``b (n + H + n,)``, columns laid out
     ``[input gates (n) | cell inputs z (H) | output gates (n)]``. The carry is
-    :class:`LSTMState` ``(h, c)``, the output ``h``.
+    :class:`LSTMCarry` ``(h, c)``, the output ``h``.
 
     Args:
       hidden_size: number of memory cells ``H``; a multiple of ``block_size``.
@@ -154,27 +165,60 @@ def lstm1997(
       cell_input_activation, cell_output_activation: ``g`` and ``h`` (the paper's are sigmoids scaled
         to [-2, 2] and [-1, 1]; tanh by default here).
     """
-    hidden_size = positive_int(hidden_size, "lstm1997: hidden_size")
-    block_size = positive_int(block_size, "lstm1997: block_size")
+    hidden_size = check.positive_int(hidden_size, "lstm1997: hidden_size")
+    block_size = check.positive_int(block_size, "lstm1997: block_size")
     if hidden_size % block_size:
         raise ValueError(
             f"lstm1997: hidden_size must be a multiple of block_size; got hidden_size="
             f"{hidden_size}, block_size={block_size}"
         )
-    H, n = hidden_size, hidden_size // block_size
+    n = hidden_size // block_size
     if np.ndim(input_gate_bias) > 1 or (np.ndim(input_gate_bias) == 1 and len(input_gate_bias) != n):
         raise ValueError(
             f"lstm1997: input_gate_bias must be a scalar or have one value per block ({n}); "
             f"got shape {np.shape(input_gate_bias)}"
         )
+    try:
+        bias = np.asarray(input_gate_bias, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"lstm1997: input_gate_bias must be a number or numbers; got {input_gate_bias!r}"
+        ) from None
+    activations.get(cell_input_activation, "lstm1997: cell_input_activation")
+    activations.get(cell_output_activation, "lstm1997: cell_output_activation")
+    resolve_inits("lstm1997", kernel_init, recurrent_init, bias_init)
+    hp = dict(
+        hidden_size=hidden_size,
+        block_size=block_size,
+        input_gate_bias=float(bias) if bias.ndim == 0 else tuple(float(v) for v in bias),
+        cell_input_activation=cell_input_activation,
+        cell_output_activation=cell_output_activation,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    return Cell(lstm1997, _build_lstm1997, hp)
+
+
+def _build_lstm1997(
+    hidden_size,
+    block_size,
+    input_gate_bias,
+    cell_input_activation,
+    cell_output_activation,
+    kernel_init,
+    recurrent_init,
+    bias_init,
+) -> CellFns:
+    H, n = hidden_size, hidden_size // block_size
     gate_bias = np.broadcast_to(np.asarray(input_gate_bias, dtype=np.float64), (n,))
-    g = get_activation(cell_input_activation, "lstm1997: cell_input_activation")
-    h_act = get_activation(cell_output_activation, "lstm1997: cell_output_activation")
+    g = activations.get(cell_input_activation)
+    h_act = activations.get(cell_output_activation)
     k_init, r_init, b_init = resolve_inits("lstm1997", kernel_init, recurrent_init, bias_init)
     width = 2 * n + H
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args("lstm1997", input_size, dtype)
+        n_in, dtype = check.init_args("lstm1997", input_size, dtype)
         k_x, k_h, k_b = jax.random.split(key, 3)
         b = b_init(k_b, (width,), dtype)
         return {
@@ -190,16 +234,6 @@ def lstm1997(
         z = g(a[..., n : n + H])
         o = jnp.repeat(jax.nn.sigmoid(a[..., n + H :]), block_size, axis=-1)
         c = c + i * z
-        return LSTMState(h=h_act(c) * o, c=c)
+        return LSTMCarry(h=h_act(c) * o, c=c)
 
-    return make_cell(
-        "lstm1997",
-        init,
-        _lstm_state(H),
-        affine_input,
-        recur,
-        lambda s: s.h,
-        block_size=block_size,
-        cell_input_activation=cell_input_activation,
-        cell_output_activation=cell_output_activation,
-    )
+    return CellFns(init, _lstm_state(H), affine_input, recur, _output_h)

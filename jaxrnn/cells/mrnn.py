@@ -5,17 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells.base import (
-    Cell,
-    check_init_args,
-    hidden_zeros,
-    make_cell,
-    positive_int,
-    resolve_inits,
-)
-from jaxrnn.cells.base import (
-    activation as get_activation,
-)
+from jaxrnn import activations
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell, CellFns, hidden_zeros, resolve_inits
 
 __all__ = ["mrnn"]
 
@@ -39,19 +31,34 @@ def mrnn(
     Params: ``W_xf (I, F)``, ``W_hf (H, F)``, ``W_fh (F, H)``, ``W_xh (I, H)``, ``b (H,)``. In the
     paper's column notation ``f_t = diag(W_fx x_t) W_fh h_{t-1}``, ``h_t = tanh(W_hf f_t + W_hx x_t + b)``:
     paper ``W_fx, W_fh, W_hf, W_hx`` are jaxrnn ``W_xf^T, W_hf^T, W_fh^T, W_xh^T``. Used with
-    Hessian-free training (seed 003). Carry and output ``h (*batch, H)``.
+    Hessian-free training (Martens & Sutskever 2011). Carry and output ``h (*batch, H)``.
 
     Args:
       hidden_size: ``H``.
       factor_size: ``F`` (default ``H``).
     """
-    H = positive_int(hidden_size, "mrnn: hidden_size")
-    F = H if factor_size is None else positive_int(factor_size, "mrnn: factor_size")
-    f = get_activation(activation, "mrnn: activation")
+    H = check.positive_int(hidden_size, "mrnn: hidden_size")
+    F = H if factor_size is None else check.positive_int(factor_size, "mrnn: factor_size")
+    activations.get(activation, "mrnn: activation")
+    resolve_inits("mrnn", kernel_init, recurrent_init, bias_init)
+    hp = dict(
+        hidden_size=H,
+        factor_size=F,
+        activation=activation,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    return Cell(mrnn, _build_mrnn, hp)
+
+
+def _build_mrnn(hidden_size, factor_size, activation, kernel_init, recurrent_init, bias_init) -> CellFns:
+    H, F = hidden_size, factor_size
+    f = activations.get(activation)
     k_init, r_init, b_init = resolve_inits("mrnn", kernel_init, recurrent_init, bias_init)
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args("mrnn", input_size, dtype)
+        n_in, dtype = check.init_args("mrnn", input_size, dtype)
         k = jax.random.split(key, 5)
         return {
             "W_xf": k_init(k[0], (n_in, F), dtype),
@@ -68,13 +75,4 @@ def mrnn(
         x_f, x_h = px
         return f((x_f * (h @ params["W_hf"])) @ params["W_fh"] + x_h)
 
-    return make_cell(
-        "mrnn",
-        init,
-        hidden_zeros(H, key="W_fh"),
-        project,
-        recur,
-        lambda h: h,
-        factor_size=F,
-        activation=activation,
-    )
+    return CellFns(init, hidden_zeros(H, key="W_fh"), project, recur, lambda h: h)

@@ -14,35 +14,17 @@ at init (see :func:`jaxrnn.cells.lstm.lstm`).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells.base import (
-    Cell,
-    LSTMState,
-    check_init_args,
-    make_cell,
-    positive_int,
-    resolve_inits,
-    zeros_state,
-)
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell, CellFns, LSTMCarry, resolve_inits, zeros_state
 from jaxrnn.cells.lstm import lstm_weights
 
-__all__ = ["BNLSTMState", "BNStatistics", "bn_lstm", "bn_statistics", "ln_lstm"]
-
-
-class BNLSTMState(NamedTuple):
-    """The carry of :func:`bn_lstm`: hidden state ``h``, cell state ``c`` (both ``(*batch, H)``) and
-    the step counter ``t (*batch)`` (int32: steps taken since the start of the sequence, or since the
-    last reset in :func:`~jaxrnn.unroll`), which picks the per-step population statistics."""
-
-    h: jax.Array
-    c: jax.Array
-    t: jax.Array
+__all__ = ["BNStatistics", "bn_lstm", "bn_statistics", "ln_lstm"]
 
 
 class BNStatistics(NamedTuple):
@@ -79,21 +61,7 @@ def _normalise(a, mean, var, gamma, beta, eps):
 
 
 def _check_eps(eps, fn: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{fn}: eps must be a positive float; got {eps!r}")
-    eps = float(eps)
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"{fn}: eps must be a positive finite float (e.g. 1e-5); got {eps}")
-    return eps
-
-
-def _check_float(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a real number; got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite; got {value}")
-    return value
+    return check.real_number(eps, f"{fn}: eps", low=0.0, low_open=True)
 
 
 def _lstm_update(a, c):
@@ -167,17 +135,16 @@ def bn_lstm(
       values at the current step still count) and those just reset; so do not mix padding, ``lengths``
       or ``resets`` with training-mode BN unless that is what you want (bucket sequences by length).
     * **Inference mode** (``statistics`` given, e.g. :func:`bn_statistics` averaged over the training
-      set): step ``t`` (the carry's counter) uses row ``min(t, max_steps - 1)`` of the population
-      statistics, so steps past ``T_max = max_steps`` reuse ``T_max``'s statistics. Each sequence is
-      then independent of the others, and ``lengths`` and ``resets`` work as for any cell (a reset
-      sets the counter back to 0). ``statistics`` is data: it may be a traced array (build the cell
-      inside the jitted function).
+      set): step ``t`` (the step index :func:`~jaxrnn.unroll` supplies) uses row ``min(t, max_steps - 1)`` of
+      the population statistics, so steps past ``T_max = max_steps`` reuse ``T_max``'s statistics. Each
+      sequence is then independent of the others, and ``lengths`` and ``resets`` work as for any cell (a reset
+      starts the index again at 0). ``statistics`` is data (a pytree leaf of the cell): it may be traced.
 
     Params: ``W_xh (I, 4H)``, ``W_hh (H, 4H)``, ``b (4H,)`` (``forget_bias`` added to the f-slice at
     init), ``gamma_x, gamma_h (4H,)`` and ``gamma_c (H,)`` (all ``gamma_init``), ``beta_c (H,)`` (zeros).
-    Carry :class:`BNLSTMState` ``(h, c, t)``, output ``h (*batch, H)``. ``cell.project`` is only
-    ``x @ W_xh`` (per step independent); the normalisations are in ``cell.recur``. The carry has an
-    integer leaf (``t``): apply Jacobian diagnostics to ``(h, c)`` with ``t`` fixed.
+    Carry :class:`~jaxrnn.LSTMCarry` ``(h, c)``, output ``h (*batch, H)``. ``cell.project`` is only
+    ``x @ W_xh`` (per step independent); the normalisations are in ``cell.recur``, which in inference
+    mode reads the step index ``t`` (``uses_step_index``).
 
     Cooijmans et al. add Gaussian noise to the initial hidden state when early inputs have zero
     variance across the batch (e.g. the first pixels of MNIST): ``Var = 0`` gives a finite output
@@ -196,23 +163,42 @@ def bn_lstm(
         and ``b``.
 
     Returns:
-      A :class:`~jaxrnn.Cell` of family ``"bn_lstm"``.
+      A :class:`~jaxrnn.Cell` (kind ``"bn_lstm"``; the statistics are its data, ``cell.data["statistics"]``).
 
     References:
       Cooijmans et al., "Recurrent Batch Normalization", ICLR 2017 (arXiv:1603.09025), sections 3-4.
     """
     fn = "bn_lstm"
-    H = positive_int(hidden_size, f"{fn}: hidden_size")
-    max_steps = positive_int(max_steps, f"{fn}: max_steps")
-    eps = _check_eps(eps, fn)
-    gamma_init = _check_float(gamma_init, f"{fn}: gamma_init")
-    forget_bias = _check_float(forget_bias, f"{fn}: forget_bias")
+    H = check.positive_int(hidden_size, f"{fn}: hidden_size")
+    max_steps = check.positive_int(max_steps, f"{fn}: max_steps")
+    hp = dict(
+        hidden_size=H,
+        max_steps=max_steps,
+        gamma_init=check.real_number(gamma_init, f"{fn}: gamma_init"),
+        eps=_check_eps(eps, fn),
+        forget_bias=check.real_number(forget_bias, f"{fn}: forget_bias"),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
     if statistics is not None:
         statistics = _check_statistics(statistics, max_steps, H, fn)
+    resolve_inits(fn, kernel_init, recurrent_init, bias_init)
+    return Cell(bn_lstm, _build_bn_lstm, hp, {"statistics": statistics})
+
+
+def _output_h(s):
+    return s.h
+
+
+def _build_bn_lstm(
+    hidden_size, max_steps, gamma_init, eps, forget_bias, kernel_init, recurrent_init, bias_init, statistics
+) -> CellFns:
+    fn, H = "bn_lstm", hidden_size
     k_init, r_init, b_init = resolve_inits(fn, kernel_init, recurrent_init, bias_init)
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args(fn, input_size, dtype)
+        n_in, dtype = check.init_args(fn, input_size, dtype)
         return {
             **lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype),
             "gamma_x": jnp.full((4 * H,), gamma_init, dtype),
@@ -223,11 +209,10 @@ def bn_lstm(
 
     def initial_carry(params, batch_shape=()):
         z = zeros_state(params["W_hh"], batch_shape, H)
-        return BNLSTMState(h=z, c=z, t=jnp.zeros(tuple(batch_shape), jnp.int32))
+        return LSTMCarry(h=z, c=z)
 
-    if statistics is None:
-
-        def moments_for(state, px):
+    def moments_for(px, t):
+        if statistics is None:
             if px.ndim < 2:
                 raise ValueError(
                     f"{fn}: training mode (statistics=None) normalises over the batch, so x must have "
@@ -236,21 +221,17 @@ def bn_lstm(
                 )
             axes = tuple(range(px.ndim - 1))
             return lambda name, a: _moments(a, axes)
+        idx = jnp.minimum(jnp.asarray(t), max_steps - 1)  # past T_max, reuse T_max's statistics
 
-    else:
+        def moments(name, a):
+            mean, var = getattr(statistics, f"mean_{name}"), getattr(statistics, f"var_{name}")
+            return mean[idx].astype(a.dtype), var[idx].astype(a.dtype)
 
-        def moments_for(state, px):
-            idx = jnp.minimum(state.t, max_steps - 1)  # (*batch): past T_max, reuse T_max's statistics
+        return moments
 
-            def moments(name, a):
-                mean, var = getattr(statistics, f"mean_{name}"), getattr(statistics, f"var_{name}")
-                return mean[idx].astype(a.dtype), var[idx].astype(a.dtype)
-
-            return moments
-
-    def recur(params, state, px):
-        moments = moments_for(state, px)
-        h, c, t = state
+    def recur(params, state, px, t=None):
+        moments = moments_for(px, t)
+        h, c = state
         wh = h @ params["W_hh"]
         a = (
             _normalise(wh, *moments("h", wh), params["gamma_h"], None, eps)
@@ -259,24 +240,12 @@ def bn_lstm(
         )
         a_o, c = _lstm_update(a, c)
         c_hat = _normalise(c, *moments("c", c), params["gamma_c"], params["beta_c"], eps)
-        return BNLSTMState(h=jax.nn.sigmoid(a_o) * jnp.tanh(c_hat), c=c, t=t + 1)
+        return LSTMCarry(h=jax.nn.sigmoid(a_o) * jnp.tanh(c_hat), c=c)
 
     def project(params, x):
         return x @ params["W_xh"]
 
-    return make_cell(
-        fn,
-        init,
-        initial_carry,
-        project,
-        recur,
-        lambda s: s.h,
-        max_steps=max_steps,
-        inference=statistics is not None,
-        gamma_init=gamma_init,
-        eps=eps,
-        forget_bias=forget_bias,
-    )
+    return CellFns(init, initial_carry, project, recur, _output_h, uses_step_index=statistics is not None)
 
 
 def bn_statistics(cell: Cell, params, xs, carry=None) -> BNStatistics:
@@ -313,22 +282,22 @@ def bn_statistics(cell: Cell, params, xs, carry=None) -> BNStatistics:
       params: its parameters.
       xs: ``(T, *batch, I)`` with at least one batch axis; all sequences of full length ``T`` (no
         padding: padded steps would enter the statistics).
-      carry: the initial :class:`BNLSTMState` (default ``cell.initial_carry``), e.g. with a noisy
-        ``h``; its step counter must be 0 (statistics are indexed from the start of the sequence).
+      carry: the initial :class:`~jaxrnn.LSTMCarry` (default ``cell.initial_carry``), e.g. with a
+        noisy ``h``; the statistics are indexed from the start of the sequence.
 
     Returns:
       :class:`BNStatistics` with fields ``(max_steps, 4H)`` and ``(max_steps, H)``.
     """
-    # imported here, not at the top: jaxrnn.unroll imports jaxrnn.cells (layering, DESIGN section 2)
-    from jaxrnn.unroll import _check_carry, _check_cell, _check_xs, unroll
-
     fn = "bn_statistics"
-    cell = _check_cell(cell, fn)
-    if cell.hparams.get("family") != "bn_lstm":
+    cell = check.cell(cell, fn)
+    base = cell
+    while base.kind == "learned_initial_state":  # its s_0 is the wrapped cell's carry, learned
+        base = base.data["cell"]
+    if base.kind != "bn_lstm":
         raise TypeError(
-            f"{fn}: cell must be a bn_lstm cell; got {cell.name} (family {cell.hparams.get('family')})"
+            f"{fn}: cell must be a bn_lstm cell (or a learned_initial_state of one); got {cell!r}"
         )
-    xs, _ = _check_xs(cell, params, xs, 0, fn)
+    xs, _ = check.xs(cell, params, xs, 0, fn)
     if xs.ndim < 3:
         raise ValueError(
             f"{fn}: xs must have shape (T, *batch, I) with at least one batch axis (statistics are "
@@ -336,20 +305,18 @@ def bn_statistics(cell: Cell, params, xs, carry=None) -> BNStatistics:
         )
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     H = params["W_hh"].shape[0]
-    max_steps, eps = cell.hparams["max_steps"], cell.hparams["eps"]
+    max_steps, eps = base.hparams["max_steps"], base.hparams["eps"]
     train = bn_lstm(H, max_steps, eps=eps)
-    if carry is None:  # the cell's own s_0 (e.g. a learned_initial_state), checked like a given one
+    if carry is None:
         carry = cell.initial_carry(params, batch_shape)
-    carry = BNLSTMState(*_check_carry(train, params, carry, batch_shape, fn))
-    if not isinstance(carry.t, jax.core.Tracer) and np.any(np.asarray(carry.t) != 0):
-        raise ValueError(
-            f"{fn}: carry.t must be 0 (statistics are indexed from the first step of a sequence); "
-            f"got step counters in [{int(np.min(carry.t))}, {int(np.max(carry.t))}]"
-        )
+    carry = LSTMCarry(*check.carry(train, params, carry, batch_shape, fn))
 
-    trajectory = train._replace(output=lambda s: jnp.concatenate([s.h, s.c], axis=-1))
-    _, hc = unroll(trajectory, params, xs, carry)
-    hs, cs = hc[..., :H], hc[..., H:]
+    def body(s, x):  # the training-mode recurrence over full-length sequences: a plain scan
+        new = train.step(params, s, x)
+        new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, s)
+        return new, (new.h, new.c)
+
+    _, (hs, cs) = jax.lax.scan(body, carry, xs)
     h_prev = jnp.concatenate([carry.h[None].astype(hs.dtype), hs[:-1]], axis=0)
     axes = tuple(range(1, xs.ndim - 1))  # the batch axes of (T, *batch, F)
 
@@ -396,7 +363,7 @@ def ln_lstm(
     Params: ``W_xh (I, 4H)``, ``W_hh (H, 4H)``, ``b (4H,)`` (``forget_bias`` added to the f-slice at
     init), gains ``gamma_x, gamma_h (4H,)``, ``gamma_c (H,)`` (ones) and biases ``beta_x, beta_h (4H,)``,
     ``beta_c (H,)`` (zeros); ``beta_x + beta_h + b`` act as one bias (the paper keeps all three).
-    Carry :class:`~jaxrnn.LSTMState` ``(h, c)``, output ``h (*batch, H)``.
+    Carry :class:`~jaxrnn.LSTMCarry` ``(h, c)``, output ``h (*batch, H)``.
 
     Args:
       hidden_size: ``H``.
@@ -406,20 +373,31 @@ def ln_lstm(
         and ``b``.
 
     Returns:
-      A :class:`~jaxrnn.Cell` of family ``"ln_lstm"``.
+      A :class:`~jaxrnn.Cell` (kind ``"ln_lstm"``).
 
     References:
       Ba, Kiros, Hinton, "Layer Normalization", arXiv:1607.06450 (2016), section 3.1 and
       supplementary eqs. 20-22.
     """
     fn = "ln_lstm"
-    H = positive_int(hidden_size, f"{fn}: hidden_size")
-    eps = _check_eps(eps, fn)
-    forget_bias = _check_float(forget_bias, f"{fn}: forget_bias")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, f"{fn}: hidden_size"),
+        eps=_check_eps(eps, fn),
+        forget_bias=check.real_number(forget_bias, f"{fn}: forget_bias"),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    resolve_inits(fn, kernel_init, recurrent_init, bias_init)
+    return Cell(ln_lstm, _build_ln_lstm, hp)
+
+
+def _build_ln_lstm(hidden_size, eps, forget_bias, kernel_init, recurrent_init, bias_init) -> CellFns:
+    fn, H = "ln_lstm", hidden_size
     k_init, r_init, b_init = resolve_inits(fn, kernel_init, recurrent_init, bias_init)
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args(fn, input_size, dtype)
+        n_in, dtype = check.init_args(fn, input_size, dtype)
         return {
             **lstm_weights((k_init, r_init, b_init), key, n_in, H, forget_bias, dtype),
             "gamma_x": jnp.ones((4 * H,), dtype),
@@ -432,7 +410,7 @@ def ln_lstm(
 
     def initial_carry(params, batch_shape=()):
         z = zeros_state(params["W_hh"], batch_shape, H)
-        return LSTMState(h=z, c=z)
+        return LSTMCarry(h=z, c=z)
 
     def layer_norm(a, gamma, beta):
         return _normalise(a, *_moments(a, (-1,)), gamma, beta, eps)
@@ -445,6 +423,6 @@ def ln_lstm(
         a = layer_norm(h @ params["W_hh"], params["gamma_h"], params["beta_h"]) + px
         a_o, c = _lstm_update(a, c)
         h = jax.nn.sigmoid(a_o) * jnp.tanh(layer_norm(c, params["gamma_c"], params["beta_c"]))
-        return LSTMState(h=h, c=c)
+        return LSTMCarry(h=h, c=c)
 
-    return make_cell(fn, init, initial_carry, project, recur, lambda s: s.h, eps=eps, forget_bias=forget_bias)
+    return CellFns(init, initial_carry, project, recur, _output_h)

@@ -39,10 +39,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import initializers as inits
-from jaxrnn.cells.base import Cell, check_init_args, hidden_zeros, make_cell, positive_int
+from jaxrnn import initialisers as inits
+from jaxrnn import validators as check
+from jaxrnn.cells.base import Cell, CellFns, SequenceKernel, hidden_zeros
 
-__all__ = ["LRUState", "linear_scan", "lru", "min_gru", "min_lstm"]
+__all__ = ["LRUCarry", "linear_scan", "lru", "min_gru", "min_lstm"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,18 +164,12 @@ def _log_g(x):
     return jnp.where(x >= 0, jnp.log(jnp.maximum(x, 0) + 0.5), -jax.nn.softplus(-x))
 
 
-def _check_bool(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be a bool; got {value!r}")
-    return value
-
-
 def _affine_params(name, kernel_init, bias_init, hidden_size, n_gates):
     k_init = inits.get(kernel_init, f"{name}: kernel_init")
     b_init = inits.get(bias_init, f"{name}: bias_init")
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args(name, input_size, dtype)
+        n_in, dtype = check.init_args(name, input_size, dtype)
         keys = jax.random.split(key, n_gates + 1)
         W = jnp.concatenate([k_init(k, (n_in, hidden_size), dtype) for k in keys[:-1]], axis=-1)
         return {"W_xh": W, "b": b_init(keys[-1], (n_gates * hidden_size,), dtype)}
@@ -210,14 +205,28 @@ def min_gru(
     Args:
       hidden_size: ``H >= 1``.
       log_space: the log-space variant (``h~ = g(.)``, log-space scan) or the plain one.
-      kernel_init, bias_init: initialisers (names from :mod:`jaxrnn.initializers` or callables).
+      kernel_init, bias_init: initialisers (names from :mod:`jaxrnn.initialisers` or callables).
 
     Returns:
-      A :class:`~jaxrnn.Cell` of family ``min_gru`` with a parallel-scan kernel (``reverse`` and
+      A :class:`~jaxrnn.Cell` (kind ``min_gru``) with a parallel-scan kernel (``reverse`` and
       ``lengths`` supported).
     """
-    H = positive_int(hidden_size, "min_gru: hidden_size")
-    log_space = _check_bool(log_space, "min_gru: log_space")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "min_gru: hidden_size"),
+        log_space=check.bool_arg(log_space, "min_gru: log_space"),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+    _affine_params("min_gru", kernel_init, bias_init, 1, 1)
+    return Cell(min_gru, _build_min_gru, hp)
+
+
+def _identity(h):
+    return h
+
+
+def _build_min_gru(hidden_size, log_space, kernel_init, bias_init) -> CellFns:
+    H = hidden_size
     cand = _g if log_space else (lambda k: k)
 
     def recur(params, h, px):
@@ -232,15 +241,13 @@ def min_gru(
         k = px[..., :H]
         return -jax.nn.softplus(k), -jax.nn.softplus(-k) + _log_g(px[..., H:])
 
-    return make_cell(
-        "min_gru",
+    return CellFns(
         _affine_params("min_gru", kernel_init, bias_init, H, 2),
         hidden_zeros(H, "W_xh"),
         _project,
         recur,
-        lambda h: h,
-        kernel=_gated_kernel(coefficients, log_coefficients if log_space else None),
-        log_space=log_space,
+        _identity,
+        kernel=SequenceKernel(_gated_kernel(coefficients, log_coefficients if log_space else None)),
     )
 
 
@@ -267,13 +274,23 @@ def min_lstm(
     Args:
       hidden_size: ``H >= 1``.
       log_space: the log-space variant or the plain one.
-      kernel_init, bias_init: initialisers (names from :mod:`jaxrnn.initializers` or callables).
+      kernel_init, bias_init: initialisers (names from :mod:`jaxrnn.initialisers` or callables).
 
     Returns:
-      A :class:`~jaxrnn.Cell` of family ``min_lstm`` with a parallel-scan kernel.
+      A :class:`~jaxrnn.Cell` (kind ``min_lstm``) with a parallel-scan kernel.
     """
-    H = positive_int(hidden_size, "min_lstm: hidden_size")
-    log_space = _check_bool(log_space, "min_lstm: log_space")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "min_lstm: hidden_size"),
+        log_space=check.bool_arg(log_space, "min_lstm: log_space"),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+    )
+    _affine_params("min_lstm", kernel_init, bias_init, 1, 1)
+    return Cell(min_lstm, _build_min_lstm, hp)
+
+
+def _build_min_lstm(hidden_size, log_space, kernel_init, bias_init) -> CellFns:
+    H = hidden_size
     cand = _g if log_space else (lambda k: k)
 
     def coefficients(px):
@@ -289,15 +306,13 @@ def min_lstm(
         d = jax.nn.softplus(-px[..., :H]) - jax.nn.softplus(-px[..., H : 2 * H])
         return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(px[..., 2 * H :])
 
-    return make_cell(
-        "min_lstm",
+    return CellFns(
         _affine_params("min_lstm", kernel_init, bias_init, H, 3),
         hidden_zeros(H, "W_xh"),
         _project,
         recur,
-        lambda h: h,
-        kernel=_gated_kernel(coefficients, log_coefficients if log_space else None),
-        log_space=log_space,
+        _identity,
+        kernel=SequenceKernel(_gated_kernel(coefficients, log_coefficients if log_space else None)),
     )
 
 
@@ -305,7 +320,7 @@ def min_lstm(
 # LRU
 
 
-class LRUState(NamedTuple):
+class LRUCarry(NamedTuple):
     """The carry of :func:`lru`: the complex state ``h = re + i im`` (both ``(*batch, N)``) and the output
     ``y = Re(C h) + D * x`` of the step that made it (``(*batch, I)``; zeros in the initial carry).
 
@@ -315,18 +330,6 @@ class LRUState(NamedTuple):
     re: jax.Array
     im: jax.Array
     y: jax.Array
-
-
-def _real(x, what: str) -> float:
-    try:
-        if isinstance(x, bool):
-            raise TypeError
-        v = float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a real number; got {x!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{what} must be finite; got {v}")
-    return v
 
 
 def _lambda(params):
@@ -349,7 +352,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
     with ``B = B_re + i B_im`` and ``C = C_re + i C_im``, stored for the row convention:
     ``B x_t = x_t @ B_re + i x_t @ B_im`` and ``Re(C h) = re @ C_re - im @ C_im``.
 
-    The state is carried as two real arrays, :class:`LRUState` ``(re, im, y)``, so that
+    The state is carried as two real arrays, :class:`LRUCarry` ``(re, im, y)``, so that
     :func:`jaxrnn.unroll`'s dtype handling and the Jacobian diagnostics (``jax.jacobian`` of the step
     on a real vector of ``2N + I`` entries) see only real numbers. Because ``output`` has no access to
     the parameters or the input, the step also computes the paper's output ``y_t`` (including the skip
@@ -364,7 +367,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
     ``B_re, B_im ~ N(0, 1 / (2 I))``, ``C_re, C_im ~ N(0, 1 / N)``, ``D ~ N(0, 1)``.
 
     Params: ``nu_log, theta_log, gamma_log (N,)``, ``B_re, B_im (I, N)``, ``C_re, C_im (N, I)``,
-    ``D (I,)``. Carry: :class:`LRUState`. Output: ``y (*batch, I)``.
+    ``D (I,)``. Carry: :class:`LRUCarry`. Output: ``y (*batch, I)``.
 
     Args:
       hidden_size: the state size ``N >= 1``.
@@ -373,21 +376,30 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         uses ``pi / 10`` on long-range tasks).
 
     Returns:
-      A :class:`~jaxrnn.Cell` of family ``lru`` with a parallel-scan kernel.
+      A :class:`~jaxrnn.Cell` (kind ``lru``) with a parallel-scan kernel.
     """
-    N = positive_int(hidden_size, "lru: hidden_size")
-    r_min = _real(r_min, "lru: r_min")
-    r_max = _real(r_max, "lru: r_max")
-    max_phase = _real(max_phase, "lru: max_phase")
+    N = check.positive_int(hidden_size, "lru: hidden_size")
+    r_min = check.real_number(r_min, "lru: r_min")
+    r_max = check.real_number(r_max, "lru: r_max")
+    max_phase = check.real_number(max_phase, "lru: max_phase")
     if not 0.0 <= r_min < r_max <= 1.0:
         raise ValueError(
             f"lru: need 0 <= r_min < r_max <= 1 (the ring of |lambda|); got r_min={r_min}, r_max={r_max}"
         )
     if max_phase <= 0.0:
         raise ValueError(f"lru: max_phase must be > 0; got {max_phase}")
+    return Cell(lru, _build_lru, dict(hidden_size=N, r_min=r_min, r_max=r_max, max_phase=max_phase))
+
+
+def _output_y(s):
+    return s.y
+
+
+def _build_lru(hidden_size, r_min, r_max, max_phase) -> CellFns:
+    N = hidden_size
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args("lru", input_size, dtype)
+        n_in, dtype = check.init_args("lru", input_size, dtype)
         k = jax.random.split(key, 7)
         tiny = float(jnp.finfo(dtype).tiny)
         u1 = jax.random.uniform(k[0], (N,), dtype, minval=tiny)
@@ -412,7 +424,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         batch_shape = tuple(batch_shape)
         dt = params["B_re"].dtype
         z = jnp.zeros((*batch_shape, N), dt)
-        return LRUState(z, z, jnp.zeros((*batch_shape, params["B_re"].shape[0]), dt))
+        return LRUCarry(z, z, jnp.zeros((*batch_shape, params["B_re"].shape[0]), dt))
 
     def project(params, x):
         gamma = jnp.exp(params["gamma_log"])
@@ -426,7 +438,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         l_re, l_im = _lambda(params)
         re = l_re * s.re - l_im * s.im + u_re
         im = l_re * s.im + l_im * s.re + u_im
-        return LRUState(re, im, readout(params, re, im, dx))
+        return LRUCarry(re, im, readout(params, re, im, dx))
 
     def apply(params, carry, xs, *, lengths, reverse, unroll=1):  # no loop to unroll
         u_re, u_im, dx = project(params, xs)
@@ -444,7 +456,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
         h = linear_scan(a, u, h0, reverse=reverse)
         re, im = jnp.real(h), jnp.imag(h)
         y = readout(params, re, im, dx.astype(dt))
-        states = LRUState(re.astype(carry.re.dtype), im.astype(carry.im.dtype), y.astype(carry.y.dtype))
+        states = LRUCarry(re.astype(carry.re.dtype), im.astype(carry.im.dtype), y.astype(carry.y.dtype))
         final = jax.tree.map(lambda s: s[0 if reverse else -1], states)
         if lengths is not None:
             # (re, im) stood still on the padding (identity steps); y is that of the last valid step:
@@ -455,16 +467,12 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0, max_phase: flo
             final = final._replace(y=jnp.where((lengths > 0)[..., None], y_last, carry.y))
         return final, states
 
-    return make_cell(
-        "lru",
+    return CellFns(
         init,
         initial_carry,
         project,
         recur,
-        lambda s: s.y,
+        _output_y,
         input_size=lambda params: params["B_re"].shape[0],
-        kernel=apply,
-        r_min=r_min,
-        r_max=r_max,
-        max_phase=max_phase,
+        kernel=SequenceKernel(apply),
     )

@@ -5,20 +5,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import initializers as inits
+from jaxrnn import activations
+from jaxrnn import initialisers as inits
+from jaxrnn import validators as check
 from jaxrnn.cells.base import (
     Cell,
+    CellFns,
+    RecurrentForm,
+    SequenceKernel,
     affine_input,
-    check_init_args,
     hidden_zeros,
-    make_cell,
-    positive_int,
     resolve_inits,
 )
-from jaxrnn.cells.base import (
-    activation as get_activation,
-)
-from jaxrnn.cells.dropout import apply_mask, maskable
+from jaxrnn.cells.dropout import apply_mask
 from jaxrnn.kernels import elman_kernel
 
 __all__ = ["accumulator", "ctrnn", "elman", "irnn", "np_rnn"]
@@ -28,7 +27,7 @@ def _dense_params(name, kernel_init, recurrent_init, bias_init, hidden_size):
     """``init`` for the ``{W_xh (I, H), W_hh (H, H), b (H,)}`` parameter layout."""
 
     def init(key, input_size, dtype=jnp.float32):
-        n_in, dtype = check_init_args(name, input_size, dtype)
+        n_in, dtype = check.init_args(name, input_size, dtype)
         k_x, k_h, k_b = jax.random.split(key, 3)
         return {
             "W_xh": kernel_init(k_x, (n_in, hidden_size), dtype),
@@ -47,75 +46,102 @@ def elman(
     recurrent_init="orthogonal",
     bias_init="zeros",
 ) -> Cell:
-    """The Elman / simple RNN (S-RNN of seed 004): ``h_t = f(x_t @ W_xh + h_{t-1} @ W_hh + b)``.
+    """The Elman / simple RNN: ``h_t = f(x_t @ W_xh + h_{t-1} @ W_hh + b)``.
+
+    The S-RNN of Kitov's lecture "Recurrent neural nets" (Elman 1990, "Finding structure in time").
 
     Shapes: ``x_t (*batch, I)``, ``h (*batch, H)``; params ``W_xh (I, H)``, ``W_hh (H, H)``,
     ``b (H,)``. The carry is ``h``; the output is ``h``. Jacobian
-    ``dh_t/dh_{t-1} = W_hh^T diag(f'(a_t))`` in column form (seed 000, Pascanu et al. eq. 5).
+    ``dh_t/dh_{t-1} = W_hh^T diag(f'(a_t))`` in column form (Pascanu, Mikolov & Bengio 2013, eq. 5).
     Matches ``torch.nn.RNN`` (``nonlinearity='tanh'|'relu'``, with ``b = b_ih + b_hh``) and Flax's
     ``SimpleCell``.
 
     Args:
       hidden_size: ``H``.
-      activation: ``"tanh"``, ``"sigmoid"``, ``"relu"``, ``"identity"`` or a callable.
+      activation: ``"tanh"``, ``"sigmoid"``, ``"relu"``, ``"identity"``, an
+        :class:`~jaxrnn.activations.Activation` or an elementwise callable.
       kernel_init, recurrent_init, bias_init: initialisers (callables ``(key, shape, dtype)`` or
-        names from :mod:`jaxrnn.initializers`). Defaults as Flax: LeCun-normal, orthogonal, zeros.
+        names from :mod:`jaxrnn.initialisers`). Defaults as Flax: LeCun-normal, orthogonal, zeros.
         Pascanu et al.'s inits: ``normal(0.01)`` everywhere with sigmoid, ``normal(0.1)`` with tanh
         ("basic tanh"), or ``recurrent_init=sparse()`` and ``kernel_init=normal(0.01)`` ("smart tanh").
     """
-    hidden_size = positive_int(hidden_size, "elman: hidden_size")
-    f = get_activation(activation, "elman: activation")
-    k_init, r_init, b_init = resolve_inits("elman", kernel_init, recurrent_init, bias_init)
+    hidden_size = check.positive_int(hidden_size, "elman: hidden_size")
+    activations.get(activation, "elman: activation")
+    resolve_inits("elman", kernel_init, recurrent_init, bias_init)
+    hp = dict(
+        hidden_size=hidden_size,
+        activation=activation,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    return Cell(elman, _build_elman, hp)
 
-    def recur_masked(params, h, px, masks):
+
+def _build_elman(hidden_size, activation, kernel_init, recurrent_init, bias_init, name="elman") -> CellFns:
+    f = activations.get(activation)
+    k_init, r_init, b_init = resolve_inits(name, kernel_init, recurrent_init, bias_init)
+
+    def masked_recur(params, h, px, masks):
         # masks: an ungated cell's candidate *is* its recurrent input (Semeniuta et al.'s vanilla-RNN
         # form f(W [x_t, d(h_{t-1})] + b)), so both the candidate and the hidden mask multiply h_{t-1}.
         h_in = apply_mask(apply_mask(h, masks, "candidate"), masks, "hidden")
         return f(px + h_in @ params["W_hh"])
 
-    recur, masked_hparams = maskable(recur_masked)
-    return make_cell(
-        "elman",
-        _dense_params("elman", k_init, r_init, b_init, hidden_size),
+    def recur(params, h, px):
+        return f(px + h @ params["W_hh"])
+
+    return CellFns(
+        _dense_params(name, k_init, r_init, b_init, hidden_size),
         hidden_zeros(hidden_size),
         affine_input,
         recur,
-        lambda h: h,
-        kernel=elman_kernel(activation),
-        activation=activation,
-        **masked_hparams,
+        _identity,
+        kernel=SequenceKernel(elman_kernel(f)),
+        form=RecurrentForm("elman", f),
+        masked_recur=masked_recur,
     )
+
+
+def _identity(h):
+    return h
 
 
 def irnn(hidden_size: int, *, gain: float = 1.0, input_std: float = 0.001) -> Cell:
     """IRNN (Le, Jaitly, Hinton 2015): a ReLU Elman cell with ``W_hh = gain * I`` and ``b = 0``.
 
     ``h_t = relu(x_t @ W_xh + h_{t-1} @ W_hh + b)``; input weights ``N(0, input_std^2)`` (0.001 in the
-    Keras reproduction of the paper's pixel-MNIST run). Seeds 001, 003 and 004 ("identity-ReLU init").
+    Keras reproduction of the paper's pixel-MNIST run); the "identity-ReLU init" of the RWTH Aachen
+    and Kitov lectures.
     Params ``W_xh (I, H)``, ``W_hh (H, H)``, ``b (H,)``; carry and output ``h (*batch, H)``.
     """
-    return elman(
-        hidden_size,
-        "relu",
-        kernel_init=inits.normal(input_std),
-        recurrent_init=inits.identity(gain),
-        bias_init="zeros",
-    )._replace(name="irnn")
+    hp = dict(
+        hidden_size=check.positive_int(hidden_size, "irnn: hidden_size"),
+        gain=check.real_number(gain, "irnn: gain"),
+        input_std=check.real_number(input_std, "irnn: input_std", low=0.0),
+    )
+    return Cell(irnn, _build_irnn, hp)
+
+
+def _build_irnn(hidden_size, gain, input_std) -> CellFns:
+    return _build_elman(
+        hidden_size, "relu", inits.normal(input_std), inits.identity(gain), "zeros", name="irnn"
+    )
 
 
 def np_rnn(hidden_size: int) -> Cell:
     """np-RNN (Talathi & Vartak 2016): ReLU Elman cell with ``W_hh = (B + I)/lambda_max(B + I)``.
 
     ``B = R^T R / N`` with ``R ~ N(0, 1)``, so ``W_hh`` is symmetric positive definite with largest
-    eigenvalue 1 (:func:`jaxrnn.initializers.np_rnn`). Input weights ``N(0, 1/I)``, biases zero.
+    eigenvalue 1 (:func:`jaxrnn.initialisers.np_rnn`). Input weights ``N(0, 1/I)``, biases zero.
     """
-    return elman(
-        hidden_size,
-        "relu",
-        kernel_init=inits.lecun_normal(),
-        recurrent_init=inits.np_rnn(),
-        bias_init="zeros",
-    )._replace(name="np_rnn")
+    return Cell(
+        np_rnn, _build_np_rnn, {"hidden_size": check.positive_int(hidden_size, "np_rnn: hidden_size")}
+    )
+
+
+def _build_np_rnn(hidden_size) -> CellFns:
+    return _build_elman(hidden_size, "relu", inits.lecun_normal(), inits.np_rnn(), "zeros", name="np_rnn")
 
 
 def ctrnn(
@@ -129,7 +155,8 @@ def ctrnn(
     recurrent_init="orthogonal",
     bias_init="zeros",
 ) -> Cell:
-    """Continuous-time RNN, Euler-discretised (seed 003).
+    """Continuous-time RNN, Euler-discretised (the dynamical-systems lecture notes "Recurrent neural
+    networks").
 
     ``tau ds/dt = -s + W_rec f(s) + b + W_in x`` with one Euler step of ``dt`` gives::
 
@@ -146,31 +173,43 @@ def ctrnn(
       dt, tau: step size and time constant (``dt <= tau``).
       activation: the rate function ``f``.
     """
-    hidden_size = positive_int(hidden_size, "ctrnn: hidden_size")
+    hidden_size = check.positive_int(hidden_size, "ctrnn: hidden_size")
     if alpha is None:
         if dt is None or tau is None:
             raise ValueError("ctrnn: give alpha, or both dt and tau (alpha = dt / tau)")
-        alpha = float(dt) / float(tau)
+        dt = check.real_number(dt, "ctrnn: dt", low=0.0, low_open=True)
+        tau = check.real_number(tau, "ctrnn: tau", low=0.0, low_open=True)
+        alpha = dt / tau
     elif dt is not None or tau is not None:
         raise ValueError("ctrnn: give either alpha or (dt, tau), not both")
-    alpha = float(alpha)
-    if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"ctrnn: alpha = dt/tau must be in (0, 1]; got {alpha}")
-    f = get_activation(activation, "ctrnn: activation")
+    alpha = check.real_number(alpha, "ctrnn: alpha (= dt/tau)", low=0.0, high=1.0, low_open=True)
+    activations.get(activation, "ctrnn: activation")
+    resolve_inits("ctrnn", kernel_init, recurrent_init, bias_init)
+    hp = dict(
+        hidden_size=hidden_size,
+        alpha=alpha,
+        activation=activation,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+    return Cell(ctrnn, _build_ctrnn, hp)
+
+
+def _build_ctrnn(hidden_size, alpha, activation, kernel_init, recurrent_init, bias_init) -> CellFns:
+    f = activations.get(activation)
     k_init, r_init, b_init = resolve_inits("ctrnn", kernel_init, recurrent_init, bias_init)
 
     def recur(params, s, px):
         return (1.0 - alpha) * s + alpha * (f(s) @ params["W_hh"] + px)
 
-    return make_cell(
-        "ctrnn",
+    return CellFns(
         _dense_params("ctrnn", k_init, r_init, b_init, hidden_size),
         hidden_zeros(hidden_size),
         affine_input,
         recur,
         f,
-        activation=activation,
-        alpha=alpha,
+        form=RecurrentForm("ctrnn", f, alpha),
     )
 
 
@@ -184,23 +223,43 @@ def accumulator(
 ) -> Cell:
     """Accumulators: memories without gates, the foil for the LSTM.
 
-    ``kind="sum"`` -- the bag-of-words RNN of seed 004: ``s_t = s_{t-1} + x_t``, ``y_t = s_t``. No
+    ``kind="sum"`` -- the bag-of-words RNN of Kitov's lecture: ``s_t = s_{t-1} + x_t``, ``y_t = s_t``. No
     parameters (``params == {}``); the input size must equal ``hidden_size``: ``x_t (*batch, H)``,
     carry and output ``s (*batch, H)`` in ``dtype``. Order of the inputs does not matter.
 
-    ``kind="naive"`` -- the "naive (not working) solution" of seed 000: a linear memory
-    ``c_t = theta c_{t-1} + theta_g g_t``, read out as ``h_t = tanh(c_t)``. In jaxrnn's row convention
-    ``c_t = c_{t-1} @ W_hh + x_t @ W_xh`` (``W_hh = theta^T``, ``W_xh = theta_g^T``); ``W_hh`` starts
-    as the identity, so the cell "just accumulates the input". Params ``W_xh (I, H)``, ``W_hh (H, H)``;
-    the carry is ``c (*batch, H)``, the output ``tanh(c) (*batch, H)``.
+    ``kind="naive"`` -- the "naive (not working) solution" of the Politecnico di Milano lecture "Recurrent
+    Neural Networks": a linear memory ``c_t = theta c_{t-1} + theta_g g_t``, read out as ``h_t = tanh(c_t)``.
+    In jaxrnn's row convention ``c_t = c_{t-1} @ W_hh + x_t @ W_xh`` (``W_hh = theta^T``, ``W_xh =
+    theta_g^T``); ``W_hh`` starts as the identity, so the cell "just accumulates the input". Params ``W_xh (I,
+    H)``, ``W_hh (H, H)``; the carry is ``c (*batch, H)``, the output ``tanh(c) (*batch, H)``.
     """
-    hidden_size = positive_int(hidden_size, "accumulator: hidden_size")
+    hidden_size = check.positive_int(hidden_size, "accumulator: hidden_size")
+    if kind not in ("sum", "naive"):
+        raise ValueError(f"accumulator: kind must be 'sum' or 'naive'; got {kind!r}")
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"accumulator: dtype must be a floating dtype; got {dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"accumulator: dtype must be a floating dtype; got {dtype}")
+    resolve_inits("accumulator", kernel_init, recurrent_init, "zeros")
+    hp = dict(
+        hidden_size=hidden_size,
+        kind=kind,
+        dtype=dtype,
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+    )
+    return Cell(accumulator, _build_accumulator, hp)
+
+
+def _build_accumulator(hidden_size, kind, dtype, kernel_init, recurrent_init) -> CellFns:
     if kind == "sum":
-        carry_dtype = jnp.dtype(dtype)
+        carry_dtype = dtype
 
         def init(key, input_size, dtype=carry_dtype):
             del key
-            n_in, dtype = check_init_args("accumulator", input_size, dtype)
+            n_in, dtype = check.init_args("accumulator", input_size, dtype)
             if dtype != carry_dtype:
                 raise TypeError(
                     f"accumulator(kind='sum').init: this cell has no parameters, so its carry dtype is "
@@ -214,31 +273,25 @@ def accumulator(
                 )
             return {}
 
-        return make_cell(
-            "accumulator",
+        return CellFns(
             init,
             lambda params, batch_shape=(): jnp.zeros((*tuple(batch_shape), hidden_size), carry_dtype),
             lambda params, x: x,
             lambda params, s, px: s + px,
-            lambda s: s,
+            _identity,
             input_size=lambda params: hidden_size,
-            kind="sum",
         )
-    if kind == "naive":
-        k_init, r_init, b_init = resolve_inits("accumulator", kernel_init, recurrent_init, "zeros")
+    k_init, r_init, b_init = resolve_inits("accumulator", kernel_init, recurrent_init, "zeros")
 
-        def init_naive(key, input_size, dtype=jnp.float32):
-            params = _dense_params("accumulator", k_init, r_init, b_init, hidden_size)(key, input_size, dtype)
-            del params["b"]
-            return params
+    def init_naive(key, input_size, dtype=jnp.float32):
+        params = _dense_params("accumulator", k_init, r_init, b_init, hidden_size)(key, input_size, dtype)
+        del params["b"]
+        return params
 
-        return make_cell(
-            "accumulator",
-            init_naive,
-            hidden_zeros(hidden_size),
-            lambda params, x: x @ params["W_xh"],
-            lambda params, c, px: c @ params["W_hh"] + px,
-            jnp.tanh,
-            kind="naive",
-        )
-    raise ValueError(f"accumulator: kind must be 'sum' or 'naive'; got {kind!r}")
+    return CellFns(
+        init_naive,
+        hidden_zeros(hidden_size),
+        lambda params, x: x @ params["W_xh"],
+        lambda params, c, px: c @ params["W_hh"] + px,
+        jnp.tanh,
+    )

@@ -38,7 +38,7 @@ What a kernel declines (``None``: :func:`jaxrnn.unroll` runs the reference scan,
 is logged once per reason on the ``"jaxrnn.kernels"`` logger): weights and carry of a dtype other than
 float32 / float64 or of mixed dtypes, inputs of any other dtype than the weights' or a narrower float
 (inputs in ``bfloat16`` or ``float16`` are cast up first, as the reference's ``x @ W_xh`` promotes
-them), LSTM peepholes, the GRU with ``reset_after=False``, an Elman activation given as a callable.
+them), LSTM peepholes, the GRU with ``reset_after=False``.
 Everything accepted equals the reference path (tests: values and gradients, float32 to
 1e-5, float64 to 1e-10).
 
@@ -326,18 +326,12 @@ def _gru_spec() -> FusedSpec:
     return FusedSpec(forward, linearise, drive, combine, lambda h: h)
 
 
-# f and f' in terms of the output y = f(a): enough to store y's derivative
-_ELMAN = {
-    "tanh": (jnp.tanh, lambda a, y: 1 - y * y),
-    "sigmoid": (jax.nn.sigmoid, lambda a, y: y * (1 - y)),
-    "relu": (jax.nn.relu, lambda a, y: (a > 0).astype(y.dtype)),
-    "identity": (lambda a: a, lambda a, y: jnp.ones_like(y)),
-}
+def _elman_spec(activation) -> FusedSpec:
+    """``h_t = f(px_t + h @ W_hh)``; ``dh_t = [f'(a_t)] (dpx_t + dh @ W_hh + h @ dW_hh)``.
 
-
-def _elman_spec(activation: str) -> FusedSpec:
-    """``h_t = f(px_t + h @ W_hh)``; ``dh_t = [f'(a_t)] (dpx_t + dh @ W_hh + h @ dW_hh)``."""
-    f, df = _ELMAN[activation]
+    ``activation`` is a :class:`jaxrnn.activations.Activation`: ``f`` and ``f'`` (from the output
+    ``y = f(a)`` where it can be, so only ``f'`` is stored)."""
+    f = activation.fn
 
     def forward(w, h, px_t):
         return f(px_t + h @ w["W_hh"])
@@ -345,7 +339,7 @@ def _elman_spec(activation: str) -> FusedSpec:
     def linearise(w, h, px_t):
         a = px_t + h @ w["W_hh"]
         y = f(a)
-        return y, {"rec": df(a, y)}
+        return y, {"rec": activation.grad(a, y)}
 
     def drive(coef, dpx, drec, dw):
         da = _sum(dpx, drec)
@@ -408,7 +402,7 @@ def _declining(name: str, reason: str) -> Callable:
 def lstm_kernel(state_type, *, peepholes: bool = False) -> Callable:
     """The ``SequenceKernel.apply`` of :func:`jaxrnn.lstm` (declines with peepholes).
 
-    ``state_type`` is the carry's NamedTuple (``jaxrnn.LSTMState``), passed in so that this module
+    ``state_type`` is the carry's NamedTuple (``jaxrnn.LSTMCarry``), passed in so that this module
     needs nothing but JAX."""
     if peepholes:
         return _declining("lstm", "peepholes")
@@ -423,8 +417,6 @@ def gru_kernel(*, reset_after: bool = True) -> Callable:
 
 
 def elman_kernel(activation) -> Callable:
-    """The ``SequenceKernel.apply`` of :func:`jaxrnn.elman` (and ``irnn``, ``np_rnn``) for the named
-    activations ``tanh``, ``sigmoid``, ``relu``, ``identity`` (declines a callable)."""
-    if not (isinstance(activation, str) and activation in _ELMAN):
-        return _declining("elman", f"activation {activation!r} is not one of {sorted(_ELMAN)}")
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.elman` (and ``irnn``, ``np_rnn``) for any elementwise
+    :class:`jaxrnn.activations.Activation` (its derivative from ``derivative_of_output`` or ``jax.jvp``)."""
     return _kernel("elman", _elman_spec(activation), ("W_hh",))
