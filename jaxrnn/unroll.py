@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
+from jaxrnn.cells.deep import init_in_sequence
 from jaxrnn.masking import expand, select
 
 __all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "trajectory", "unroll"]
@@ -586,18 +587,16 @@ def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
     skip = check.bool_arg(skip, "stack: skip")
 
     def init(key, input_size, dtype=jnp.float32):
-        params, n_in = [], input_size
-        for l, (lay, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
-            p = lay.init(k, n_in, dtype)
-            n_out = lay.output_size(p)
-            if skip and l > 0 and n_out != n_in:
-                raise ValueError(
-                    f"stack: skip=True needs equal widths, but layer {l} ({lay.name}) maps "
-                    f"{n_in} features to {n_out}"
-                )
-            params.append(p)
-            n_in = n_out
-        return tuple(params)
+        return init_in_sequence(
+            layers,
+            key,
+            input_size,
+            dtype,
+            lambda lay, p: lay.output_size(p),
+            skip=skip,
+            fn="stack",
+            unit="layer",
+        )
 
     def _check_params(params):
         if not isinstance(params, (tuple, list)) or len(params) != len(layers):

@@ -20,6 +20,7 @@ __all__ = [
     "bool_arg",
     "cell",
     "carry",
+    "float_dtype",
     "init_args",
     "int_at_least",
     "is_concrete",
@@ -109,16 +110,20 @@ def rate(value, what: str) -> float:
     return real_number(value, what, low=0.0, high=1.0, high_open=True)
 
 
+def float_dtype(value, what: str):
+    """``value`` as a floating ``numpy.dtype`` (``jnp.float32``, ``"float64"``, ...), or a TypeError."""
+    try:
+        dt = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"{what} must be a floating dtype; got {value!r}") from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"{what} must be a floating dtype; got {dt}")
+    return dt
+
+
 def init_args(name: str, input_size, dtype) -> tuple[int, object]:
     """Validate the ``input_size`` and ``dtype`` given to ``cell.init``."""
-    n = positive_int(input_size, f"{name}.init: input_size")
-    try:
-        dt = jnp.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{name}.init: dtype must be a floating dtype; got {dtype!r}") from None
-    if not jnp.issubdtype(dt, jnp.floating):
-        raise TypeError(f"{name}.init: dtype must be a floating dtype; got {dt}")
-    return n, dt
+    return positive_int(input_size, f"{name}.init: input_size"), float_dtype(dtype, f"{name}.init: dtype")
 
 
 def prng_key(key, fn: str, *, optional: bool = True):

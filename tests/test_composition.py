@@ -412,6 +412,15 @@ def test_cells_are_values():
     h(jr.truncate(cell, jnp.array([False, True])), params)
     h(jr.truncate(cell, jnp.array([False, False])), params)
     assert jax.tree.structure(jr.truncate(cell, jnp.array([False, True]))).num_leaves == 1
+    # vmap and grad take a cell as an ordinary argument (a cell with data: in_axes=None for it)
+    batch = jnp.ones((4, 2, 1, 3), jnp.float32)
+    ys = jax.vmap(lambda c, x: jr.unroll(c, params, x)[1], in_axes=(None, 0))(cell, batch)
+    np.testing.assert_allclose(ys[0], jr.unroll(cell, params, batch[0])[1], rtol=1e-6)
+    cut = jr.truncate(cell, jnp.array([False, True]))
+    ys = jax.vmap(lambda c, x: jr.unroll(c, params, x)[1], in_axes=(None, 0))(cut, batch)
+    np.testing.assert_allclose(ys[1], jr.unroll(cell, params, batch[1])[1], rtol=1e-6)
+    g = jax.grad(lambda p, c: jnp.sum(jr.unroll(c, p, xs)[1]))(params, cut)
+    assert jax.tree.structure(g) == jax.tree.structure(params)
 
 
 def test_step_needs_the_step_index_only_where_it_is_read():

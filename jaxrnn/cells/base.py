@@ -224,7 +224,8 @@ class Cell:
     * ``hparams``: the factory's arguments (read-only); ``data``: the arrays and cells it wraps (the
       pytree leaves); ``name``: short, for messages.
 
-    Equality and hashing are by factory, hyper-parameters and data (arrays compared by value).
+    Equality and hashing are by factory, hyper-parameters and data (arrays compared by value). Under
+    ``jax.vmap`` a cell with data is given ``in_axes=None`` (its schedule or key is not batched).
     """
 
     __slots__ = ("_factory", "_build", "hparams", "data", "_fns")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell, CellFns, recur_with_step_index
 
-__all__ = ["deep_rnn"]
+__all__ = ["deep_rnn", "init_in_sequence"]
 
 
 def deep_rnn(*cells: Cell, skip: bool = False) -> Cell:
@@ -56,6 +56,32 @@ def deep_rnn(*cells: Cell, skip: bool = False) -> Cell:
     return Cell(deep_rnn, _build_deep_rnn, {"skip": check.bool_arg(skip, f"{fn}: skip")}, {"cells": cells})
 
 
+def init_in_sequence(units, key, input_size, dtype, output_size, *, skip: bool, fn: str, unit: str) -> tuple:
+    """The params of units applied one after the other: unit ``l`` is initialised with ``split(key,
+    L)[l]`` for the width unit ``l - 1`` puts out (``output_size(unit, params)``); with ``skip``, every
+    unit after the first must keep the width. Shared by :func:`deep_rnn` and :func:`jaxrnn.stack`, so
+    that both draw the same parameters from the same key. In plain Python::
+
+        params, n_in = [], input_size
+        for unit, k in zip(units, split(key, len(units))):
+            params.append(unit.init(k, n_in, dtype))
+            n_in = output_size(unit, params[-1])
+        return tuple(params)
+    """
+    params, n_in = [], input_size
+    for l, (u, k) in enumerate(zip(units, jax.random.split(key, len(units)))):
+        p = u.init(k, n_in, dtype)
+        n_out = output_size(u, p)
+        if skip and l > 0 and n_out != n_in:
+            raise ValueError(
+                f"{fn}: skip=True needs equal widths, but {unit} {l} ({u.name}) maps {n_in} features "
+                f"to {n_out}"
+            )
+        params.append(p)
+        n_in = n_out
+    return tuple(params)
+
+
 def _output_size(cell: Cell, params) -> int:
     return jax.eval_shape(lambda p: cell.output(cell.initial_carry(p, ())), params).shape[-1]
 
@@ -70,18 +96,9 @@ def _build_deep_rnn(skip: bool, cells: tuple) -> CellFns:
             raise ValueError(f"deep_rnn: {what} must be a tuple with one entry per cell ({L}); got {got}")
 
     def init(key, input_size, dtype=jnp.float32):
-        params, n_in = [], input_size
-        for l, (cell, k) in enumerate(zip(cells, jax.random.split(key, L))):
-            p = cell.init(k, n_in, dtype)
-            n_out = _output_size(cell, p)
-            if skip and l > 0 and n_out != n_in:
-                raise ValueError(
-                    f"deep_rnn: skip=True needs equal widths, but cell {l} ({cell.name}) maps "
-                    f"{n_in} features to {n_out}"
-                )
-            params.append(p)
-            n_in = n_out
-        return tuple(params)
+        return init_in_sequence(
+            cells, key, input_size, dtype, _output_size, skip=skip, fn="deep_rnn", unit="cell"
+        )
 
     def initial_carry(params, batch_shape=()):
         check_params(params)

@@ -236,12 +236,7 @@ def accumulator(
     hidden_size = check.positive_int(hidden_size, "accumulator: hidden_size")
     if kind not in ("sum", "naive"):
         raise ValueError(f"accumulator: kind must be 'sum' or 'naive'; got {kind!r}")
-    try:
-        dtype = jnp.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"accumulator: dtype must be a floating dtype; got {dtype!r}") from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"accumulator: dtype must be a floating dtype; got {dtype}")
+    dtype = check.float_dtype(dtype, "accumulator: dtype")
     resolve_inits("accumulator", kernel_init, recurrent_init, "zeros")
     hp = dict(
         hidden_size=hidden_size,
