@@ -6,6 +6,10 @@ One command::
     python -m experiments.bench --quick              # fewer warm-up calls, shapes S and L (a 2-core CPU)
     python -m experiments.bench --memory --parallel --json runs/bench.json
 
+The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
+``--shapes Q``, an unknown option) is one line ``error: argument --repeats: must be >= 1; got 0 (see
+--help)`` on stderr and exit status 2; numbers must be finite; ``--help`` lists the options.
+
 What is measured, for each cell (``lstm``, ``gru``), shape and mode (``fwd``: the whole-sequence forward
 pass; ``fwdbwd``: forward plus the BPTT gradient with respect to the weights and the inputs of the loss
 ``sum(ys * ct)`` with a fixed random cotangent ``ct``):
@@ -77,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn as jr
+from experiments import runner
 from jaxrnn import interop
 
 __all__ = ["SHAPES", "flops", "main", "run"]
@@ -675,12 +680,12 @@ def _f(x, nd=1):
 # CLI
 
 
-def _csv(allowed: Sequence[str], what: str):
+def _csv(allowed: Sequence[str]):
     def parse(s: str) -> list[str]:
         items = [i.strip() for i in s.split(",") if i.strip()]
         bad = [i for i in items if i not in allowed]
         if not items or bad:
-            raise argparse.ArgumentTypeError(f"{what} must be a comma list of {list(allowed)}; got {s!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}; got {s!r}")
         return items
 
     return parse
@@ -696,20 +701,29 @@ def _ints(s: str) -> list[int]:
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> runner.ArgumentParser:
+    """The command line: :class:`experiments.runner.ArgumentParser`, so a bad option raises
+    :class:`~experiments.runner.UsageError` (one line; exit status 2 through ``runner.run_cli``)
+    instead of printing the usage block; numbers are read by :func:`experiments.runner.number`
+    (``--repeats`` >= 1, ``--atol`` finite, ...)."""
+    p = runner.ArgumentParser(
         prog="python -m experiments.bench",
         description="jaxrnn LSTM/GRU speed against Flax linen, torch (if importable) and cuDNN (on a GPU); "
         "see the module docstring for the FLOP count and the targets.",
     )
-    p.add_argument("--shapes", type=_csv(list(SHAPES), "--shapes"), default=None,
+    p.add_argument("--shapes", type=_csv(list(SHAPES)), default=None,
                    help="comma list of S (B32 T100 D128 H256), M (B64 T200 D256 H512), L (B8 T500 D32 H128); "
                    "default S,M,L (--quick: S,L)")  # fmt: skip
-    p.add_argument("--cells", type=_csv(list(CELLS), "--cells"), default=["lstm", "gru"])
-    p.add_argument("--modes", type=_csv(MODES, "--modes"), default=list(MODES))
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per median (default 10)")
+    p.add_argument("--cells", type=_csv(list(CELLS)), default=["lstm", "gru"])
+    p.add_argument("--modes", type=_csv(MODES), default=list(MODES))
     p.add_argument(
-        "--warmup", type=int, default=None, help="untimed calls after the first (default 3; --quick 1)"
+        "--repeats", type=runner.number(int, min=1), default=10, help="timed calls per median (default 10)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=runner.number(int, min=0),
+        default=None,
+        help="untimed calls after the first (default 3; --quick 1)",
     )
     p.add_argument("--quick", action="store_true", help="a 2-core CPU preset: shapes S,L, 1 warm-up call, "
                    "smaller --memory / --parallel widths")  # fmt: skip
@@ -737,16 +751,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true", help="the parallel-scan section (T=256, 1024, 4096)")
     p.add_argument("--parallel-T", type=_ints, default=list(PARALLEL_T), help=argparse.SUPPRESS)
     p.add_argument(
-        "--parallel-width", type=int, default=None, help="H = D of the parallel section (default 128)"
+        "--parallel-width",
+        type=runner.number(int, min=1),
+        default=None,
+        help="H = D of the parallel section (default 128)",
     )
-    p.add_argument("--parallel-batch", type=int, default=None, help="B of the parallel section (default 8)")
+    p.add_argument(
+        "--parallel-batch",
+        type=runner.number(int, min=1),
+        default=None,
+        help="B of the parallel section (default 8)",
+    )
     p.add_argument("--no-speed", action="store_true", help="skip the main speed table")
     p.add_argument("--no-torch", action="store_true", help="do not import torch even if it is installed")
     p.add_argument(
-        "--torch-threads", type=int, default=None, help="torch.set_num_threads (default: all cores)"
+        "--torch-threads",
+        type=runner.number(int, min=1),
+        default=None,
+        help="torch.set_num_threads (default: all cores)",
     )
     p.add_argument(
-        "--atol", type=float, default=None, help="agreement tolerance (default 1e-4 CPU, 2e-2 GPU)"
+        "--atol",
+        type=runner.number(float, min=0.0),
+        default=None,
+        help="agreement tolerance (default 1e-4 CPU, 2e-2 GPU)",
     )
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress lines (the tables are still printed)")
@@ -754,10 +782,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv=None) -> dict:
-    """Parse ``argv``, run the requested sections and return the result dict (also written to ``--json``)."""
+    """Parse ``argv``, run the requested sections and return the result dict (also written to ``--json``).
+
+    Raises:
+      experiments.runner.UsageError: a bad option (one line naming it); ``--help`` exits 0.
+    """
     cfg = parser().parse_args(argv)
-    if cfg.repeats < 1:
-        raise SystemExit("bench: --repeats must be >= 1")
     q = QUICK if cfg.quick else {}
     cfg.shapes = cfg.shapes or q.get("shapes", "S,M,L").split(",")
     cfg.warmup = cfg.warmup if cfg.warmup is not None else q.get("warmup", 3)
@@ -820,10 +850,12 @@ def _loadavg():
 
 
 def main(argv=None) -> dict:
+    """:func:`run`, then print the markdown report. As a script (``python -m experiments.bench``) it runs
+    through :func:`experiments.runner.run_cli`: a bad option is ``error: ...`` on one line, exit 2."""
     result = run(argv)
     print(result["markdown"])
     return result
 
 
 if __name__ == "__main__":
-    main()
+    runner.run_cli(main)

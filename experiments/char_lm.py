@@ -45,6 +45,10 @@ Python-shaped (indented ``if isinstance(obj, ...):`` blocks, ``self.write(", ")`
     python -m experiments.char_lm --preset paper                 # 3x512 LSTM, accelerator
     python -m experiments.char_lm --preset quick --text input.txt --prime "ROMEO:"
 
+Training is :func:`experiments.runner.train`'s (checkpoints, ``--resume``); a training loss that becomes
+NaN or infinite stops the run with one line and exit status 3 (no final evaluation, no samples),
+unless ``--allow-divergence``; a bad option is one line and exit status 2.
+
 References: A. Karpathy, char-rnn (github.com/karpathy/char-rnn, ``train.lua``, ``sample.lua``) and "The
 Unreasonable Effectiveness of Recurrent Neural Networks" (2015); the RNN language model of Machine
 Learning Lecture 17 "Recurrent Neural Networks", RWTH Aachen; A. Karpathy, nanoGPT (README,

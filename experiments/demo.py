@@ -21,7 +21,10 @@ error against updates, all methods), ``dynamics.png`` (``rho(W_hh)`` and Omega a
 
 The model, the task, the optimizers and the evaluation are :mod:`experiments.temporal_order`'s
 building blocks, trained by :func:`experiments.runner.train` (seed 0 for every method; a run stops
-early once its held-out error is below ``--success``).
+early once its held-out error is below ``--success``). A method whose training loss becomes NaN or
+infinite stops there and is tabled as "diverged"; the others are trained, the table, plots and
+``results.json`` written, and then the demo exits with status 3 naming it, unless
+``--allow-divergence``.
 
 Measured (``make demo``, 2-core CPU shared with other jobs, cold XLA cache, 111 s for the demo
 itself, 117 s with the install check)::
@@ -109,7 +112,10 @@ def _method_parts(config: Config, method: str):
 
 
 def train_method(config: Config, method: str, run_root: str) -> dict:
-    """Train one method with :func:`experiments.runner.train`; its summary row and logged rows."""
+    """Train one method with :func:`experiments.runner.train`; its summary row and logged rows.
+
+    A run that diverges is returned like any other (``diverged_at`` is the logged step at which its
+    training loss was first NaN or infinite, else None); :func:`main` reports it at the end."""
     cell, opt, w_out_std, omega = _method_parts(config, method)
     task = tasks.temporal_order(min_length=config.length, max_length=config.length)
     fns = to.build(
@@ -123,13 +129,16 @@ def train_method(config: Config, method: str, run_root: str) -> dict:
     )
     sub = dataclasses.replace(config, run_root=run_root)
     t0 = time.perf_counter()
-    result = runner.train(
-        sub,
-        name=method,
-        optimizer=opt,
-        stop_fn=lambda row: row["eval_error"] < config.success,
-        **fns,
-    )
+    try:
+        result = runner.train(
+            sub,
+            name=method,
+            optimizer=opt,
+            stop_fn=lambda row: row["eval_error"] < config.success,
+            **fns,
+        )
+    except runner.Diverged as e:  # recorded; main reports it once every method has run
+        result = e.result
     last = result.rows[-1]
     flows = runner.read_jsonl(os.path.join(result.run_dir, "gradient_flow.jsonl"))
     plots.plot_run(result.run_dir)
@@ -141,6 +150,7 @@ def train_method(config: Config, method: str, run_root: str) -> dict:
         "omega": last.get("omega", math.nan),
         "wall_s": round(time.perf_counter() - t0, 1),
         "solved": result.stopped_at is not None,
+        "diverged_at": result.diverged_at,
         "run_dir": result.run_dir,
         "rows": result.rows,
         "flows": flows,
@@ -155,7 +165,9 @@ def format_table(results) -> str:
     for r in results:
         lines.append(
             f"{r['method']:<16}{r['updates']:>8}{fmt(r['error'], 8, 3)}{fmt(r['rho'], 11, 2)}"
-            f"{fmt(r['omega'], 8, 3)}{r['wall_s']:>9.0f}" + ("  solved" if r["solved"] else "")
+            f"{fmt(r['omega'], 8, 3)}{r['wall_s']:>9.0f}"
+            + ("  solved" if r["solved"] else "")
+            + (f"  diverged at {r['diverged_at']}" if r.get("diverged_at") is not None else "")
         )
     return "\n".join(lines)
 
@@ -242,7 +254,7 @@ def main(argv=None):
     title = f"temporal order L={config.length}"
     written = write_plots(results, out_dir, title)
     table = format_table(results)
-    keep = ("method", "updates", "error", "rho", "omega", "wall_s", "solved", "run_dir")
+    keep = ("method", "updates", "error", "rho", "omega", "wall_s", "solved", "diverged_at", "run_dir")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         summary = {
             "config": dataclasses.asdict(config),
@@ -253,6 +265,8 @@ def main(argv=None):
     print(f"total {time.perf_counter() - t0:.0f} s on {jax.devices()[0].platform}")
     print(f"plots: {', '.join(written)}")
     print(f"everything is in {out_dir}/")
+    diverged = [f"{r['method']} at step {r['diverged_at']}" for r in results if r["diverged_at"] is not None]
+    runner.report_divergence(diverged, len(results), config, out_dir)
     return {"run_dir": out_dir, "results": results, "plots": written}
 
 

@@ -19,14 +19,38 @@ its pure functions to :func:`train`::
     if __name__ == "__main__":
         runner.run_cli(main)
 
+Command line (:func:`config_cli`, :func:`run_cli`): every field is an option; ``--help`` lists them
+with their defaults and the presets. Exit statuses of every script:
+
+* 0 -- done (also a run that diverged under ``--allow-divergence``);
+* 2 -- bad command-line input: an unknown option, a value of the wrong type, below its minimum, not
+  one of its choices, or a float that is not finite (``--lr nan``, ``--lr inf``: every float option of
+  every script must be finite); one line ``error: <message naming the option>`` on stderr, no usage
+  dump (:class:`UsageError`; ``experiments.bench`` uses the same :class:`ArgumentParser`);
+* 3 -- the training diverged: its loss became NaN or infinite (:class:`Diverged`; one line
+  ``error: training diverged: ...`` naming the step and the run directory). ``--allow-divergence``
+  makes it a warning line and training goes on (exit 0). Scripts that train several models
+  (``sweep.py``'s adding / copying / digits, ``temporal_order``, ``demo``) finish and record every run
+  first (a diverged run stops early, its metrics NaN), then exit 3 naming the runs that diverged
+  (:func:`report_divergence`);
+* 1 -- anything else: a traceback (a bug, not bad input).
+
 What a run leaves in ``runs/<name>/<timestamp>/``:
 
 * ``config.json`` -- the resolved config (preset included), the jax version and the devices;
 * ``metrics.jsonl`` -- one JSON object per logged step (``step``, ``loss``, the loss's aux metrics,
-  ``grad_norm``, ``eval_fn``'s metrics, ``wall_s``);
+  ``grad_norm``, ``eval_fn``'s metrics, ``wall_s``; ``"diverged": true`` on the first logged step
+  whose loss is NaN or infinite);
 * ``gradient_flow.jsonl`` -- ``{"step", "norms"}`` at the start and the end, when ``flow_fn`` is given;
 * ``checkpoints/step_XXXXXXXX.ckpt`` -- the newest ``keep_checkpoints`` checkpoints;
-* ``summary.json`` -- the final metrics row, the step training stopped at, why.
+* ``summary.json`` -- the final metrics row, the step training stopped at, why (``stopped_at``,
+  ``diverged_at``).
+
+Append-only logs (``metrics.jsonl``, ``gradient_flow.jsonl``, ``temporal_order``'s ``points.jsonl``)
+are written a line at a time (:func:`append_jsonl`). A run killed mid-write leaves a torn last line;
+on ``--resume`` every appender first calls :func:`repair_jsonl`, which truncates the file to the end
+of its last complete line and says so in one ``warning:`` line, so that the next row does not get
+glued to the fragment. (:func:`train` then rewrites its two logs from the checkpoint it resumes from.)
 
 Checkpoints: ``flax.serialization`` (msgpack), not orbax. The state here is a few small arrays
 (params, optimizer state, step) plus the metric history, so one file per checkpoint is enough, and
@@ -59,6 +83,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -74,9 +99,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_USAGE",
+    "ArgumentParser",
+    "Diverged",
     "TrainConfig",
     "TrainResult",
     "UsageError",
+    "append_jsonl",
     "arg",
     "batch_shardings",
     "config_cli",
@@ -86,7 +116,10 @@ __all__ = [
     "make_mesh",
     "maybe_initialize_distributed",
     "new_run_dir",
+    "number",
     "read_jsonl",
+    "repair_jsonl",
+    "report_divergence",
     "resolve_run_dir",
     "run_cli",
     "save_checkpoint",
@@ -104,11 +137,26 @@ class UsageError(ValueError):
     """Bad command-line input: :func:`run_cli` prints ``error: <message>`` on one line and exits 2."""
 
 
+class Diverged(RuntimeError):
+    """Training diverged (its loss became NaN or infinite): :func:`run_cli` prints ``error: <message>``
+    on one line and exits 3.
+
+    ``result`` is the :class:`TrainResult` of the run that diverged (``None`` for a summary raised by
+    :func:`report_divergence` over several runs), so that a script training several models can record
+    the diverged one and go on.
+    """
+
+    def __init__(self, message: str, result: TrainResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
 def arg(default: Any, help: str = "", *, min: float | None = None, choices: Sequence | None = None):
     """A dataclass field with CLI metadata: help text, a lower bound ``min``, allowed ``choices``.
 
     Use as ``length: int = arg(100, "sequence length T", min=1)``. ``min`` and ``choices`` are
-    checked by :func:`config_cli` (and by ``TrainConfig.__post_init__`` for direct construction).
+    checked by :func:`config_cli` (and by ``TrainConfig.__post_init__`` for direct construction), and
+    so is, for every float value, that it is finite (not NaN, not infinite).
     """
     metadata = {"help": help, "min": min, "choices": tuple(choices) if choices is not None else None}
     if isinstance(default, (list, dict, set)):
@@ -131,6 +179,9 @@ class TrainConfig:
     run_root: str = arg("runs", "runs are written to RUN_ROOT/<experiment>/<timestamp>/")
     resume: str = arg("", "continue a killed run: its run directory, or 'latest'")
     quiet: bool = arg(False, "no progress bar and no per-step log lines")
+    allow_divergence: bool = arg(
+        False, "a loss that becomes NaN or infinite is a warning and training goes on (default: exit 3)"
+    )
     preset: str = arg("", "a named set of defaults, applied before the other options")
 
     def __post_init__(self):
@@ -146,6 +197,8 @@ def _check_value(f: dataclasses.Field, value) -> None:
     lo, choices = f.metadata.get("min"), f.metadata.get("choices")
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"{_option(f.name)} must be a finite number; got {v}")
         if lo is not None and v is not None and v < lo:
             raise UsageError(f"{_option(f.name)} must be >= {lo}; got {v}")
         if choices is not None and v is not None and v not in choices:
@@ -154,11 +207,46 @@ def _check_value(f: dataclasses.Field, value) -> None:
             )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, except that an error raises :class:`UsageError` (one line, no usage dump)."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that an error raises :class:`UsageError` (one line, no usage dump).
+
+    The parser of :func:`config_cli`; a script with a CLI of its own (``experiments.bench``) uses it
+    too, with :func:`number` for its numeric options, and calls its ``main`` through :func:`run_cli`,
+    so that every bad option is ``error: argument --x: ... (see --help)`` on one line and exit 2.
+    ``--help`` prints the usage and exits 0 as usual.
+    """
 
     def error(self, message):
         raise UsageError(f"{message} (see --help)")
+
+
+def number(tp: type = float, *, min: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type=`` converter: ``tp`` (``int`` or ``float``) from a string, checked.
+
+    A float must be finite (``nan``, ``inf``, ``-inf`` are rejected), and with ``min`` the value must
+    be ``>= min``. A bad value raises ``argparse.ArgumentTypeError``, which the parser reports as
+    ``argument --lr: must be a finite number; got 'nan'`` (with :class:`ArgumentParser`: a
+    :class:`UsageError`, one line, exit 2). :func:`config_cli` uses it for every ``int`` and ``float``
+    field (also inside ``tuple[...]`` and ``Optional[...]``).
+    """
+    if tp not in (int, float):
+        raise TypeError(f"number: tp must be int or float; got {tp!r}")
+
+    def convert(s: str):
+        try:
+            v = tp(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if tp is int else 'a number'}; got {s!r}"
+            ) from None
+        if tp is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number; got {s!r}")
+        if min is not None and v < min:
+            raise argparse.ArgumentTypeError(f"must be >= {min}; got {v}")
+        return v
+
+    convert.__name__ = tp.__name__
+    return convert
 
 
 def _field_parser(tp) -> tuple[Callable[[str], Any], dict]:
@@ -184,7 +272,7 @@ def _scalar(tp):
         raise TypeError(
             f"config_cli: unsupported field type {tp}; use int, float, str, bool, tuple, Optional"
         )
-    return tp
+    return tp if tp is str else number(tp)
 
 
 def config_cli(
@@ -199,11 +287,12 @@ def config_cli(
 
     Every dataclass field ``foo_bar`` becomes ``--foo-bar`` (bools ``--foo-bar/--no-foo-bar``,
     ``tuple[int, ...]`` takes several values, ``Optional[X]`` also takes ``none``); its help text,
-    lower bound and choices come from :func:`arg`. ``--preset NAME`` (when ``cls`` has a ``preset``
-    field) applies ``presets[NAME]`` first, then the options given explicitly override it. With
-    ``--resume RUN`` (and ``name`` given, to find ``'latest'``) the resumed run's saved config takes
-    the place of the defaults, so ``--resume latest`` alone continues the run as it was started. In
-    plain Python::
+    lower bound and choices come from :func:`arg`. Numbers are read by :func:`number`: every ``float``
+    option must be finite (``--lr nan``, ``--lr inf`` are errors), in every script. ``--preset NAME``
+    (when ``cls`` has a ``preset`` field) applies ``presets[NAME]`` first, then the options given
+    explicitly override it. With ``--resume RUN`` (and ``name`` given, to find ``'latest'``) the
+    resumed run's saved config takes the place of the defaults, so ``--resume latest`` alone
+    continues the run as it was started. In plain Python::
 
         values = defaults(cls) | saved_config(resume) | presets[preset] | explicit_options
         return cls(**values)
@@ -220,7 +309,8 @@ def config_cli(
 
     Raises:
       UsageError: an unknown option or preset, a bad value (below its ``min``, not in its
-        ``choices``, not a number), or a ``ValueError`` from ``cls.__post_init__``. ``--help`` exits 0.
+        ``choices``, not a number, a float that is NaN or infinite), or a ``ValueError`` from
+        ``cls.__post_init__``; its message is one line naming the option. ``--help`` exits 0.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -232,7 +322,7 @@ def config_cli(
         f"  {p}: " + ", ".join(f"{_option(k)} {v}" for k, v in kv.items()) for p, kv in presets.items()
     )
     first_line = (description or "").strip().splitlines()[0] if description else None
-    parser = _Parser(
+    parser = ArgumentParser(
         description=first_line, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     converters = {}
@@ -275,16 +365,28 @@ def _from_json(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def run_cli(main: Callable[[], Any]) -> Any:
-    """Call ``main()``; a :class:`UsageError` becomes ``error: <message>`` on stderr and exit code 2.
+#: Exit statuses of :func:`run_cli` (the scripts' exit statuses).
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 
-    Other exceptions propagate with their traceback (they are bugs, not bad input).
+
+def run_cli(main: Callable[[], Any]) -> Any:
+    """Call ``main()`` and turn the expected failures into one line on stderr and an exit status.
+
+    * :class:`UsageError` (bad command-line input): ``error: <message>``, exit status 2;
+    * :class:`Diverged` (the training loss became NaN or infinite, without ``--allow-divergence``):
+      ``error: <message>``, exit status 3.
+
+    Other exceptions propagate with their traceback (exit status 1: they are bugs, not bad input).
     """
     try:
         return main()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_DIVERGED) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,6 +490,80 @@ def read_jsonl(path: str) -> list[dict]:
             except json.JSONDecodeError:
                 pass
     return rows
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def repair_jsonl(path: str, warn: Callable[[str], None] | None = None) -> bool:
+    """Make an append-only JSON-lines log safe to append to again: repair a torn last line.
+
+    A run killed while it writes a row leaves the last line cut off (not valid JSON, no newline), and
+    a row appended after it would be glued to the fragment. When the last line of ``path`` is not
+    valid JSON, the file is truncated to the end of the last complete line (the line before it), and
+    ``warn`` (default: ``warning: <message>`` on stderr) gets one line saying so. A last line that is
+    valid JSON but lacks its newline gets the newline (also said). Only the last line is looked at: a
+    kill tears at most that one (and :func:`read_jsonl` skips any line that does not parse). A
+    missing or empty file is left alone.
+
+    Every appender calls it before its first append to an existing log, i.e. on ``--resume``:
+    :func:`train` for ``metrics.jsonl`` and ``gradient_flow.jsonl``, ``experiments.temporal_order``
+    for ``points.jsonl``; :func:`append_jsonl` writes the rows.
+
+    Returns:
+      whether the file was changed.
+    """
+    warn = warn or _warn
+    try:
+        f = open(path, "r+b")
+    except FileNotFoundError:
+        return False
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        terminated = f.read(1) == b"\n"
+        end = size - 1 if terminated else size  # the last line is data[start:end]
+        pos, buf = end, b""
+        while pos > 0 and b"\n" not in buf:  # read backwards to the newline before the last line
+            n = min(1 << 16, pos)
+            pos -= n
+            f.seek(pos)
+            buf = f.read(n) + buf
+        start = pos + buf.rfind(b"\n") + 1  # rfind -1 (no newline): pos is 0, start 0
+        try:
+            json.loads(buf[start - pos :])
+            valid = True
+        except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+            valid = False
+        if valid and terminated:
+            return False
+        if valid:
+            f.seek(size)
+            f.write(b"\n")
+            msg = f"{path}: its last line had no newline (a write cut short); added the newline"
+        else:
+            f.truncate(start)
+            msg = (
+                f"{path}: its last line is torn ({size - start} bytes that are not valid JSON: a write cut "
+                f"short by a kill); truncated the file to its last complete line before appending"
+            )
+        f.flush()
+        os.fsync(f.fileno())
+    warn(msg)
+    return True
+
+
+def append_jsonl(path: str, row: Mapping[str, Any]) -> None:
+    """Append ``row`` to the JSON-lines log ``path`` as one line (``json.dumps(row) + "\\n"``).
+
+    Before the first append to a log that a killed run may have left behind (``--resume``), call
+    :func:`repair_jsonl` on it.
+    """
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=json_default) + "\n")
 
 
 def resolve_run_dir(resume: str, run_root: str, name: str) -> str:
@@ -527,7 +703,7 @@ def latest_checkpoint(ckpt_dir: str, target, warn=None):
     a line on stderr naming the file) and the previous one is tried; the bad file is kept, renamed
     to ``*.corrupt``, for inspection.
     """
-    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
+    warn = warn or _warn
     for step in reversed(_ckpt_steps(ckpt_dir)):
         path = _ckpt_path(ckpt_dir, step)
         try:
@@ -593,10 +769,11 @@ class TrainResult(NamedTuple):
     stopped_at: int | None  # the step ``stop_fn`` ended training at, else None
     rows: list[dict]  # the metrics.jsonl rows, including those of earlier (resumed) sessions
     run_dir: str | None  # None on processes other than 0
+    diverged_at: int | None = None  # the first logged step whose training loss was NaN or infinite
 
 
 def _resume_mismatch(saved: Mapping[str, Any], config) -> list[str]:
-    may_differ = {"steps", "resume", "quiet", "preset", "run_root", "keep_checkpoints"}
+    may_differ = {"steps", "resume", "quiet", "preset", "run_root", "keep_checkpoints", "allow_divergence"}
     now = json.loads(json.dumps(dataclasses.asdict(config), default=json_default))
     return [
         f"{_option(k)} (run: {saved.get(k)!r}, now: {now[k]!r})"
@@ -634,6 +811,8 @@ def train(
                 row = {"step": step, "loss": loss, **aux, "grad_norm": global_norm(grads),
                        **eval_fn(params, jax.random.fold_in(eval_key, step))}
                 if stop_fn(row): break
+                if not isfinite(row["loss"]) and not config.allow_divergence:
+                    raise Diverged(...)  # after its row, a checkpoint and summary.json are written
 
     ``loss``, ``aux`` and ``grad_norm`` of a row belong to the step's batch and the parameters
     *before* its update; ``eval_fn``'s metrics to the parameters *after* it. Everything stays a
@@ -641,10 +820,21 @@ def train(
     are logged as they are (use ``"error"``, ``"rho"``, ``"omega"`` to have them shown in the progress
     bar). A checkpoint is written every ``checkpoint_every`` steps and at the end.
 
+    Divergence: at each logged step the training loss (already a float there: no extra device sync) is
+    checked. The first logged step where it is NaN or infinite is ``diverged_at`` (its row gets
+    ``"diverged": true``, ``summary.json`` a ``"diverged_at"``). Then, by default, training stops as
+    if ``stop_fn`` had stopped it (a final checkpoint and ``summary.json`` are written) and
+    :class:`Diverged` is raised, which :func:`run_cli` reports in one line, exit status 3; resuming a
+    run that diverged raises it again. With ``config.allow_divergence`` (``--allow-divergence``) one
+    warning line is printed and training goes on; the result's ``diverged_at`` says so. A loss that is
+    non-finite only between logged steps and recovers (an optimizer such as
+    ``jaxrnn.optim.pascanu_fallback`` skips such updates by design) is not a divergence; one that
+    stays non-finite (NaN parameters) is caught at the next logged step.
+
     Args:
       config: a :class:`TrainConfig` (or subclass): ``steps``, ``batch_size``, ``seed``, ``log_every``,
-        ``checkpoint_every``, ``keep_checkpoints``, ``run_root``, ``resume``, ``quiet``; the whole
-        config goes into ``config.json``.
+        ``checkpoint_every``, ``keep_checkpoints``, ``run_root``, ``resume``, ``quiet``,
+        ``allow_divergence``; the whole config goes into ``config.json``.
       name: the experiment name; runs go to ``config.run_root/name/<timestamp>/``.
       init_fn: ``key -> params`` (a pytree of arrays).
       loss_fn: ``(params, batch) -> (scalar loss, aux)``, ``aux`` a dict of scalar metrics (e.g.
@@ -669,6 +859,8 @@ def train(
     Raises:
       UsageError: ``batch_size`` not a multiple of the device count, an unwritable ``run_root``, a
         ``resume`` that names no run or whose saved config differs (other than ``steps``).
+      Diverged: the training loss became NaN or infinite and ``config.allow_divergence`` is false;
+        its ``result`` is the :class:`TrainResult` (run directory, rows, ``diverged_at``).
     """
     mesh = make_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
@@ -717,11 +909,14 @@ def train(
     ckpt_dir = os.path.join(run_dir, "checkpoints") if run_dir else None
     if is_main:
         write_atomic(os.path.join(run_dir, "config.json"), json.dumps(config_row, indent=2).encode())
-        # rewrite the logs from the checkpoint's records: rows after it (from a killed session) go
+        # rewrite the logs from the checkpoint's records: rows after it (from a killed session) go,
+        # and so does a torn last line (repair_jsonl says so first)
         for fname, rows in (
             ("metrics.jsonl", records["metrics"]),
             ("gradient_flow.jsonl", records["gradient_flow"]),
         ):
+            if config.resume:
+                repair_jsonl(os.path.join(run_dir, fname))
             write_atomic(os.path.join(run_dir, fname), "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     # ---- jitted functions
@@ -759,8 +954,7 @@ def train(
             norms = np.asarray(flow(params, np.int32(step)).addressable_data(0)).tolist()
             records["gradient_flow"].append({"step": step, "norms": norms})
             if is_main:
-                with open(os.path.join(run_dir, "gradient_flow.jsonl"), "a") as f:
-                    f.write(json.dumps(records["gradient_flow"][-1]) + "\n")
+                append_jsonl(os.path.join(run_dir, "gradient_flow.jsonl"), records["gradient_flow"][-1])
 
     def checkpoint(step):
         if is_main:
@@ -772,10 +966,12 @@ def train(
     if step == 0:
         record_flow(0)
     stopped_at = next((r["step"] for r in records["metrics"] if r.get("stopped")), None)
+    diverged_at = next((r["step"] for r in records["metrics"] if r.get("diverged")), None)
+    halted = lambda: stopped_at is not None or (diverged_at is not None and not config.allow_divergence)
     t0 = time.perf_counter() - (records["metrics"][-1]["wall_s"] if records["metrics"] else 0.0)
     progress = _Progress(config.steps, step, config.quiet)
     try:
-        while step < config.steps and stopped_at is None:
+        while step < config.steps and not halted():
             step += 1
             params, opt_state, metrics = update(params, opt_state, np.int32(step))
             if step % config.log_every == 0 or step == config.steps:
@@ -783,18 +979,24 @@ def train(
                     metrics = {**metrics, **evaluate(params, np.int32(step))}
                 row = {"step": step, **{k: _float(v) for k, v in metrics.items()}}
                 row["wall_s"] = round(time.perf_counter() - t0, 3)
+                if diverged_at is None and not math.isfinite(row["loss"]):
+                    row["diverged"], diverged_at = True, step
+                    if config.allow_divergence and is_main:
+                        _warn(
+                            f"training diverged: the loss is {row['loss']} at step {step}; training on "
+                            "(--allow-divergence)"
+                        )
                 if stop_fn is not None and stop_fn(dict(row)):
                     row["stopped"], stopped_at = True, step
                 records["metrics"].append(row)
                 if is_main:
-                    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_jsonl(os.path.join(run_dir, "metrics.jsonl"), row)
                 progress.update(step, row)
             else:
                 progress.update(step)
-            done = step == config.steps or stopped_at is not None
+            done = step == config.steps or halted()
             if step % config.checkpoint_every == 0 or done:
-                if done:
+                if done and (diverged_at is None or config.allow_divergence):  # not when halted by it
                     record_flow(step)
                 checkpoint(step)
     finally:
@@ -805,7 +1007,44 @@ def train(
             "name": name,
             "step": step,
             "stopped_at": stopped_at,
+            "diverged_at": diverged_at,
             "final": records["metrics"][-1] if records["metrics"] else None,
         }
         write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
-    return TrainResult(params, opt_state, step, stopped_at, records["metrics"], run_dir)
+    result = TrainResult(params, opt_state, step, stopped_at, records["metrics"], run_dir, diverged_at)
+    if diverged_at is not None and not config.allow_divergence:
+        loss = next(r["loss"] for r in records["metrics"] if r["step"] == diverged_at)
+        raise Diverged(
+            f"training diverged: the loss is {loss} at step {diverged_at} (run {run_dir}); lower the "
+            "learning rate or clip the gradients, or pass --allow-divergence to train on regardless",
+            result,
+        )
+    return result
+
+
+def report_divergence(diverged: Sequence[str], total: int, config: TrainConfig, results: str = "") -> None:
+    """Report the runs that diverged, for a script that trains several models, once all are recorded.
+
+    Such a script catches the :class:`Diverged` of each run (``e.result`` is the run's
+    :class:`TrainResult`), records the run (its metrics NaN) and goes on with the others; at the end,
+    after writing its results, it calls this. Nothing diverged: nothing happens. Otherwise, without
+    ``config.allow_divergence``: raises :class:`Diverged` (:func:`run_cli`: one line, exit status 3)
+    naming the runs; with it: one ``warning:`` line naming them.
+
+    Args:
+      diverged: one label per diverged run, e.g. ``"lstm-T100-seed0 at step 450"``.
+      total: how many runs the script trained.
+      config: the script's config (``allow_divergence``).
+      results: where the results are (a path), for the message.
+    """
+    if not diverged:
+        return
+    msg = f"training diverged in {len(diverged)} of {total} runs: {', '.join(diverged)}"
+    msg += f" (results: {results})" if results else ""
+    if config.allow_divergence:
+        if jax.process_index() == 0:
+            _warn(f"{msg}; kept (--allow-divergence)")
+        return
+    raise Diverged(
+        f"{msg}; lower the learning rate or clip the gradients, or pass --allow-divergence to accept them"
+    )

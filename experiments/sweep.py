@@ -30,6 +30,10 @@ In plain Python::
 ``--resume latest`` (or a sweep directory) continues a killed sweep: finished runs are read back
 (their checkpoints end at ``--steps``), the interrupted one continues from its newest checkpoint, the
 others start.
+
+A run that diverges (training loss NaN or infinite) stops early and is recorded; the sweep trains the
+others, writes everything, and then exits with status 3 naming the diverged runs, unless
+``--allow-divergence`` (see :func:`run_sweep`).
 """
 
 from __future__ import annotations
@@ -369,9 +373,19 @@ def run_sweep(
         ``task.sample_test`` with a fixed key, in chunks of ``config.eval_batch``).
       extra: more entries for results.json (e.g. notes on the protocol).
 
+    A run whose training loss becomes NaN or infinite stops there (:func:`experiments.runner.train`)
+    and is recorded like any other (its test metrics NaN: the table says "diverged"); the sweep goes on.
+    At the end, after writing everything, :func:`experiments.runner.report_divergence` raises
+    :class:`~experiments.runner.Diverged` naming the diverged runs (exit status 3), unless
+    ``config.allow_divergence`` (then they train on to ``--steps``, and one warning line names them).
+
     Returns:
       :class:`SweepResult` ``(runs, table, sweep_dir)``; ``runs`` rows hold ``cell``, ``variant``,
-      ``seed``, ``run_dir``, ``steps``, ``wall_s``, ``baseline`` and :func:`test_metrics`' keys.
+      ``seed``, ``run_dir``, ``steps``, ``wall_s``, ``baseline``, ``diverged_at`` (the logged step at
+      which the training loss was first NaN or infinite, else None) and :func:`test_metrics`' keys.
+
+    Raises:
+      experiments.runner.Diverged: some run diverged, without ``config.allow_divergence``.
     """
     sweep_dir = _sweep_dir(config, experiment)
     _write_json(
@@ -382,6 +396,7 @@ def run_sweep(
     test_set = test_set or (lambda task: sampled_test_set(task, config.n_test, config.eval_batch))
     on_accel = jax.default_backend() != "cpu"
     runs: list[dict] = []
+    diverged: list[str] = []
     total = len(variants) * len(config.cells) * config.seeds
     for variant, task in variants:
         tests = test_set(task)
@@ -403,14 +418,18 @@ def run_sweep(
                     resume=_resumable(sweep_dir, name) if config.resume else "",
                 )
                 t0 = time.perf_counter()
-                result = runner.train(
-                    run_config,
-                    name=name,
-                    **_train_fns(model, task, config, on_accel),
-                    optimizer=make_optimizer(config.optimizer, lr, clip, config.clip_mode, config.momentum),
-                )
+                opt = make_optimizer(config.optimizer, lr, clip, config.clip_mode, config.momentum)
+                try:
+                    result = runner.train(
+                        run_config, name=name, **_train_fns(model, task, config, on_accel), optimizer=opt
+                    )
+                except runner.Diverged as e:  # recorded (metrics NaN); reported after the sweep
+                    result = e.result
+                if result.diverged_at is not None:
+                    diverged.append(f"{name} at step {result.diverged_at}")
                 row = {"cell": cell_name, "variant": variant, "seed": seed, "hidden": hidden, "lr": lr}
                 row.update(clip=clip, run_dir=result.run_dir, steps=result.step, baseline=task.baseline)
+                row["diverged_at"] = result.diverged_at
                 row.update(test_metrics(model, task, result.params, tests))
                 row["wall_s"] = round(time.perf_counter() - t0, 2)
                 runs.append(row)
@@ -419,6 +438,7 @@ def run_sweep(
                     f"[{len(runs)}/{total}] {cell_name} {variant_label}={variant} seed {seed}: "
                     f"{metric_label} {_fmt(row[metric])}"
                     + (f" (baseline {_fmt(task.baseline)})" if task.baseline is not None else "")
+                    + (f", diverged at step {result.diverged_at}" if result.diverged_at is not None else "")
                     + f", {row['wall_s']:.1f} s",
                     file=sys.stderr if config.quiet else sys.stdout,
                     flush=True,
@@ -449,6 +469,7 @@ def run_sweep(
         title=experiment,
         log_y=metric == "test_loss",
     )
+    runner.report_divergence(diverged, total, config, os.path.join(sweep_dir, "results.json"))
     return SweepResult(runs, table, sweep_dir)
 
 

@@ -80,9 +80,19 @@ CPU the per-update cost is about the same as ``runner.train``'s (measured ~1.4 v
 seed-update at L = 50, MSGD-C); the gain there is the compilations saved. Each finished point is
 appended to ``points.jsonl``, so ``--resume RUN_DIR`` skips the points already done (a point cut
 short is redone; ``--log-every``, ``--checkpoint-every`` and ``--keep-checkpoints`` are not used by the
-sweep). The building blocks (:func:`make_cell`, :func:`make_optimizer`, :func:`build`)
-are the ones :mod:`experiments.demo` hands to ``runner.train``, and a test checks that this loop
-gives ``runner.train``'s parameters.
+sweep). A last line of ``points.jsonl`` torn by a kill mid-write is cut off first
+(:func:`experiments.runner.repair_jsonl`, one ``warning:`` line), so the redone point starts a line
+of its own.
+
+Divergence: a seed whose training loss (the mean over a chunk of ``eval_every`` updates) becomes NaN or
+infinite is stopped there and recorded (``diverged_at`` per seed in the point; "diverged at" in the
+table); it counts as not solved. After the sweep has written its results, the script exits with status
+3 and one line naming the diverged seeds (:func:`experiments.runner.report_divergence`), unless
+``--allow-divergence`` (then diverged seeds train on, as any other, and one warning line names them).
+
+The building blocks (:func:`make_cell`, :func:`make_optimizer`, :func:`build`) are the ones
+:mod:`experiments.demo` hands to ``runner.train``, and a test checks that this loop gives
+``runner.train``'s parameters.
 
 Outputs in ``runs/temporal_order/<timestamp>/``: ``results.json`` (config, one entry per point with
 the per-seed outcome, the success rate and the paper's value), ``success_<init>.png``
@@ -335,13 +345,18 @@ def train_point(
             params, state = sgd_update(params, state, grads, **aux["update_args"])
             if step % config.eval_every == 0 or step == config.steps:
                 err = eval_fn(params, fold_in(eval_key, step))["eval_error"]
+                if not isfinite(mean loss of the chunk) and not config.allow_divergence:
+                    diverged_at = step; break
                 if err < config.success: success_step = step; break
 
     Returns ``{"init", "method", "length", "steps_done", "success_steps" (per seed, None when not
-    solved), "final_error", "best_error", "rho", "rate", "paper", "wall_s", "complete"}``;
-    ``complete`` is False when ``deadline`` (a ``time.monotonic()`` value) cut it short. ``log(row)``
-    gets one row per seed per check. With ``keep_params=True`` returns ``(point, params)``, the
-    final parameters stacked over seeds (leading axis ``config.seeds``).
+    solved), "diverged_at" (per seed: the first check at which the chunk's mean training loss was NaN
+    or infinite, else None), "final_error", "best_error", "rho", "rate", "paper", "wall_s",
+    "complete"}``; ``complete`` is False when ``deadline`` (a ``time.monotonic()`` value) cut it
+    short. A diverged seed is frozen there (as a solved one is), unless ``config.allow_divergence``.
+    ``log(row)`` gets one row per seed per check (``"diverged": true`` on the check that found it).
+    With ``keep_params=True`` returns ``(point, params)``, the final parameters stacked over seeds
+    (leading axis ``config.seeds``).
     """
     fns, opt = _point_functions(config, init, method, length)
     extra = isinstance(opt, optax.GradientTransformationExtraArgs)
@@ -379,6 +394,7 @@ def train_point(
     n = config.seeds
     active = np.ones(n, bool)
     success_steps: list[int | None] = [None] * n
+    diverged_at: list[int | None] = [None] * n
     best = [math.inf] * n
     last_error, rho = [math.nan] * n, [math.nan] * n
     step, complete = 0, True
@@ -397,18 +413,24 @@ def train_point(
             err = float(ev["eval_error"][i])
             last_error[i], rho[i] = err, float(ev.get("rho", [math.nan] * n)[i])
             best[i] = min(best[i], err)
-            if err < config.success:
+            diverged_now = diverged_at[i] is None and not math.isfinite(float(losses[i]))
+            if diverged_now:
+                diverged_at[i] = step
+            if diverged_now and not config.allow_divergence:
+                active[i] = False
+            elif err < config.success:
                 success_steps[i], active[i] = step, False
             if log is not None:
                 row = {"step": step, "seed": config.seed + i, "loss": float(losses[i]), "eval_error": err}
                 row.update({"rho": rho[i], "omega": float(ev["omega"][i]), "wall_s": time.monotonic() - t0})
-                log(row)
+                log(row | ({"diverged": True} if diverged_now else {}))
     point = {
         "init": init,
         "method": method,
         "length": length,
         "steps_done": step,
         "success_steps": success_steps,
+        "diverged_at": diverged_at,
         "final_error": last_error,
         "best_error": best,
         "rho": rho,
@@ -449,6 +471,8 @@ def format_table(
         errs = " ".join(f"{e:.3f}" for e in p["best_error"])
         solved = [s for s in p["success_steps"] if s is not None]
         note = f"  solved at {solved}" if solved else ""
+        diverged = [s for s in p.get("diverged_at") or [] if s is not None]
+        note += f"  diverged at {diverged}" if diverged else ""
         if not p["complete"]:
             note += "  (cut short by --time-limit)"
         lines.append(
@@ -523,6 +547,8 @@ def main(argv=None):
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"name": "temporal_order", "config": dataclasses.asdict(config)}, f, indent=2)
     points_path = os.path.join(run_dir, "points.jsonl")
+    if config.resume:
+        runner.repair_jsonl(points_path)  # a kill mid-write: the redone point must start a line of its own
     done = {(p["init"], p["method"], p["length"]): p for p in _load_points(points_path) if p["complete"]}
     os.makedirs(os.path.join(run_dir, "points"), exist_ok=True)
     deadline = time.monotonic() + 60 * config.time_limit if config.time_limit else None
@@ -542,8 +568,7 @@ def main(argv=None):
             log = lambda row: logf.write(json.dumps(row) + "\n")
             point = train_point(config, init, method, length, log=log, deadline=deadline)
         points.append(point)
-        with open(points_path, "a") as f:
-            f.write(json.dumps(point) + "\n")
+        runner.append_jsonl(points_path, point)
         say(
             f"[{n}/{len(grid)}] {init:<10} {method:<7} L={length:<4} success {point['rate']:.2f} "
             f"(paper {_fmt_rate(point['paper']).strip()})  updates {point['steps_done']}  "
@@ -573,6 +598,14 @@ def main(argv=None):
     print(table)
     print(status)
     print(f"results: {os.path.join(run_dir, 'results.json')}; plots: {', '.join(written) or 'none'}")
+    diverged = [
+        f"{p['init']}/{p['method']}/{p['length']} seed {config.seed + i} at step {s}"
+        for p in points
+        for i, s in enumerate(p.get("diverged_at") or [])
+        if s is not None
+    ]
+    n_runs = sum(len(p["success_steps"]) for p in points)
+    runner.report_divergence(diverged, n_runs, config, os.path.join(run_dir, "results.json"))
     return results | {"run_dir": run_dir}
 
 

@@ -33,6 +33,8 @@ output is ``ys[t]``.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
@@ -93,6 +95,7 @@ def _trajectory(cell, params, xs, carry, fn: str):
     ``px`` the projected inputs (leading axis ``T``), ready for one ``lax.scan`` over ``(px, arange(T))``.
     """
     cell = check.cell(cell, fn)
+    check.params(cell, params, fn)
     xs, _ = check.xs(cell, params, xs, 0, fn)
     if xs.ndim != 2:
         raise ValueError(
@@ -663,7 +666,8 @@ def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean"
       **unroll_kwargs: ``lengths`` (padding steps give 0), ``resets``, ``reverse``, ``time_axis``, ...
 
     Returns:
-      ``(T,)`` or ``(T, *batch)`` norms, in the carry's dtype; jit-safe.
+      ``(T,)`` or ``(T, *batch)`` norms, in the carry's dtype; jit-safe. An empty batch gives zeros
+      (``reduce="mean"``) or an empty array.
 
     Raises:
       ValueError for an unknown ``reduce``; what :func:`~jaxrnn.unroll.state_gradients` raises (a
@@ -674,11 +678,18 @@ def gradient_flow(cell, params, xs, loss_fn, carry=None, *, reduce: str = "mean"
         raise ValueError(f"{fn}: reduce must be 'mean' or 'none'; got {reduce!r}")
     cell = check.cell(cell, fn)
     check_unroll_kwargs(unroll_kwargs, fn)
+    check.params(cell, params, fn)
     xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     n_batch = xs_t.ndim - 2
     _, _, g = state_gradients(cell, params, xs, loss_fn, carry, **unroll_kwargs)
     sq = sum(
-        jnp.sum(leaf.reshape(leaf.shape[: 1 + n_batch] + (-1,)) ** 2, axis=-1) for leaf in jax.tree.leaves(g)
+        jnp.sum(
+            leaf.reshape(leaf.shape[: 1 + n_batch] + (math.prod(leaf.shape[1 + n_batch :]),)) ** 2, axis=-1
+        )
+        for leaf in jax.tree.leaves(g)
     )
     norms = jnp.sqrt(sq)
-    return jnp.mean(norms, axis=tuple(range(1, 1 + n_batch))) if reduce == "mean" else norms
+    if reduce == "none":
+        return norms
+    n = math.prod(norms.shape[1:])  # an empty batch gives zeros, not 0/0
+    return jnp.sum(norms, axis=tuple(range(1, 1 + n_batch))) / max(n, 1)

@@ -20,12 +20,13 @@ Besides the standard Glorot/He/LeCun/orthogonal initialisers (re-exported from
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.nn import initializers as _jinit
+
+from jaxrnn import validators as check
 
 __all__ = [
     "constant",
@@ -71,6 +72,7 @@ def normal(std: float = 0.01) -> Initializer:
     Any shape, e.g. ``(I, H)`` for ``W_xh`` or ``(H, H)`` for ``W_hh``.
     Pascanu et al. 2013 (section 4.1.1): "sigmoid" init ``std = 0.01``, "basic tanh" ``std = 0.1``.
     """
+    std = check.real_number(std, "normal: std", low=0.0)
 
     def init(key, shape, dtype=jnp.float32):
         return std * jax.random.normal(key, shape, dtype)
@@ -81,6 +83,7 @@ def normal(std: float = 0.01) -> Initializer:
 def uniform(scale: float) -> Initializer:
     """``U(-scale, scale)`` for any shape, e.g. ``(I, H)`` (``jax.nn.initializers.uniform`` is
     ``U(0, scale)``)."""
+    scale = check.real_number(scale, "uniform: scale", low=0.0)
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -scale, scale)
@@ -90,10 +93,7 @@ def uniform(scale: float) -> Initializer:
 
 def torch_uniform(hidden_size: int) -> Initializer:
     """PyTorch's RNN/LSTM/GRU init: every weight and bias ``~ U(-1/sqrt(H), 1/sqrt(H))``."""
-    if isinstance(hidden_size, bool) or not isinstance(hidden_size, numbers.Integral):
-        raise TypeError(f"torch_uniform: hidden_size must be a positive int; got {hidden_size!r}")
-    if hidden_size <= 0:
-        raise ValueError(f"torch_uniform: hidden_size must be a positive int; got {hidden_size}")
+    hidden_size = check.positive_int(hidden_size, "torch_uniform: hidden_size")
     return uniform(1.0 / float(hidden_size) ** 0.5)
 
 
@@ -104,6 +104,7 @@ def identity(gain: float = 1.0) -> Initializer:
     the state is copied forward and the Jacobian ``dh_t/dh_{t-1}`` is the identity on active units.
     Le et al. also use a scaled identity (``gain = 0.01``) in some experiments.
     """
+    gain = check.real_number(gain, "identity: gain")
 
     def init(key, shape, dtype=jnp.float32):
         del key
@@ -117,6 +118,8 @@ def orthogonal(scale=1.0, column_axis: int = -1) -> Initializer:
     """``jax.nn.initializers.orthogonal``: a ``(in, out)`` matrix with orthonormal columns (or rows, when
     ``in < out``), the Q of a QR of a Gaussian matrix, times ``scale``. Also for half precision:
     bfloat16 / float16 matrices are drawn in float32 and rounded (LAPACK has no half-precision QR)."""
+    scale = check.real_number(scale, "orthogonal: scale")
+    column_axis = check.int_at_least(column_axis, "orthogonal: column_axis", minimum=None)
     base = _jinit.orthogonal(scale, column_axis)
 
     def init(key, shape, dtype=jnp.float32):
@@ -172,6 +175,9 @@ def sparse(
     """
     if per not in ("incoming", "outgoing"):
         raise ValueError(f"sparse: per must be 'incoming' or 'outgoing'; got {per!r}")
+    n_nonzero = check.positive_int(n_nonzero, "sparse: n_nonzero")
+    spectral_radius = check.real_number(spectral_radius, "sparse: spectral_radius", low=0.0, low_open=True)
+    std = check.real_number(std, "sparse: std", low=0.0, low_open=True)
 
     def init(key, shape, dtype=jnp.float32):
         n = _square("sparse", shape)

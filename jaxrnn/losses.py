@@ -331,8 +331,8 @@ def transducer(
         return jnp.moveaxis(l, 0, axis) if axis else l
     if reduction == "sum":
         return jnp.sum(l)
-    if lengths is None:
-        return jnp.mean(l)  # every sequence has T steps: token mean == sequence mean
+    if lengths is None:  # every sequence has T steps: token mean == sequence mean (0 for an empty batch)
+        return jnp.sum(l) / max(l.size, 1)
     n = lengths.astype(l.dtype)
     if reduction == "mean":
         return jnp.sum(l) / jnp.maximum(jnp.sum(n), 1)
@@ -406,7 +406,7 @@ def acceptor(
     if reduction == "sum":
         return jnp.sum(l)
     if lengths is None:
-        return jnp.mean(l)
+        return jnp.sum(l) / max(l.size, 1)  # 0 for an empty batch
     return jnp.sum(l) / jnp.maximum(jnp.sum(valid).astype(l.dtype), 1)
 
 
@@ -463,6 +463,7 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
     fn = "encode"
     check_unroll_kwargs(unroll_kwargs, fn, _UNROLL_KWARGS)
     cell = check.cell(cell, fn)
+    check.params(cell, params, fn)
     xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
     if lengths is not None:

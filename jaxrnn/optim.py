@@ -14,13 +14,11 @@ clipping is ``optax.clip``. Everything here is an ``optax.GradientTransformation
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxrnn import validators as check
@@ -43,18 +41,10 @@ def _safe_increment(count: jax.Array, by=1) -> jax.Array:
 
 
 def _check_positive_real(value, what: str, *, allow_zero: bool = False, hint: str = "") -> None:
-    """A clear error unless ``value`` is a finite real > 0 (>= 0 with ``allow_zero``); tracers pass."""
-    if not check.is_concrete(value):
-        return
-    bound = ">= 0" if allow_zero else "> 0"
-    try:
-        if isinstance(value, (bool, str, bytes)) or np.ndim(value) != 0 or np.iscomplexobj(value):
-            raise TypeError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a finite real number {bound}{hint}; got {value!r}") from None
-    if not (math.isfinite(v) and (v >= 0.0 if allow_zero else v > 0.0)):
-        raise ValueError(f"{what} must be a finite real number {bound}{hint}; got {value!r}")
+    """:func:`jaxrnn.validators.real_number` for a finite real > 0 (>= 0 with ``allow_zero``); tracers
+    pass. ``hint`` (e.g. the authors' value) is added to the message."""
+    if check.is_concrete(value):
+        check.real_number(value, what, low=0.0, low_open=not allow_zero, hint=hint)
 
 
 def _key_names(entry) -> tuple[Any, ...]:

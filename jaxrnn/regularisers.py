@@ -23,11 +23,14 @@ from jaxrnn.unroll import state_gradients
 __all__ = ["pascanu"]
 
 
-def _flat(tree, lead: tuple[int, ...]) -> jax.Array:
-    """Leaves ``(*lead, *rest)`` -> one array ``(*lead, D)`` (per-example concatenation)."""
+def _flat(tree, lead: tuple[int, ...], n_dims: int) -> jax.Array:
+    """Leaves ``(*dims, *rest)`` (``n_dims`` leading dims) -> one array ``(*lead, D)`` (per-example
+    concatenation); sizes are explicit, so an empty batch works."""
     leaves = jax.tree.leaves(tree)
     dtype = jnp.result_type(*leaves)
-    return jnp.concatenate([jnp.reshape(x, (*lead, -1)).astype(dtype) for x in leaves], axis=-1)
+    return jnp.concatenate(
+        [jnp.reshape(x, (*lead, math.prod(x.shape[n_dims:]))).astype(dtype) for x in leaves], axis=-1
+    )
 
 
 def _unflat(vec: jax.Array, template, lead: tuple[int, ...]):
@@ -162,6 +165,7 @@ def pascanu(
     if check.is_concrete(bound):
         check.real_number(bound, f"{fn}: bound", low=0.0)
     squared = check.bool_arg(squared, f"{fn}: squared")
+    check.params(cell, params, fn)
     xs, axis = check.xs(cell, params, xs, time_axis, fn)  # time first from here on
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     B = math.prod(batch_shape)
@@ -194,7 +198,7 @@ def pascanu(
         cell, p_c, xs_c, loss_fn, carry_c, return_states=True, lengths=lengths, resets=resets
     )
     lead = (T, *batch_shape)
-    d = sg(_flat(errs, (T, B)))  # (T, B, D)
+    d = sg(_flat(errs, (T, B), 1 + len(batch_shape)))  # (T, B, D)
     states = sg(states)  # s_0 .. s_{T-1}, pytree (T, *batch, ...)
     y_k = jnp.sum(d * d, axis=-1)  # (T, B)
 
@@ -208,7 +212,7 @@ def pascanu(
         and form.weight in params
     )
     if exact:
-        h = _flat(states, (T, B))
+        h = _flat(states, (T, B), 1 + len(batch_shape))
         fprime = sg(form.activation.derivative_of_output(h))
         W = params[form.weight]
         dj = (d * fprime).astype(W.dtype) @ W.T
@@ -227,8 +231,8 @@ def pascanu(
             return jax.vmap(one)(s, px, steps)
 
         _, pullback = jax.vjp(step_all, s_prev)
-        (dj_tree,) = pullback(_unflat(d.reshape(*lead, -1), carry_c, lead))
-        dj = _flat(dj_tree, (T, B))
+        (dj_tree,) = pullback(_unflat(d.reshape(*lead, d.shape[-1]), carry_c, lead))
+        dj = _flat(dj_tree, (T, B), 1 + len(batch_shape))
     x_k = jnp.sum(dj * dj, axis=-1).astype(y_k.dtype)
 
     # ---- ratio, masks, normalisation (double-where: no 0/0 anywhere, even in the gradient) ----

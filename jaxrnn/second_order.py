@@ -37,14 +37,14 @@ References:
 
 from __future__ import annotations
 
-import math
 import numbers
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxrnn import validators as check
 
 __all__ = [
     "CGInfo",
@@ -83,10 +83,6 @@ def _sub(x, y):
     return jax.tree.map(jnp.subtract, x, y)
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 # --------------------------------------------------------------------------- argument checks
 
 
@@ -96,36 +92,16 @@ def _check_callable(f, what: str, fn: str) -> None:
 
 
 def _real(value, what: str, fn: str, *, positive: bool = False, nonneg: bool = False, upper=None):
-    """Validate a real hyper-parameter (skipped for traced values); returns it unchanged."""
-    if not _is_concrete(value):
-        return value
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: {what} must be a real number; got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{fn}: {what} must be finite; got {value!r}")
-    if positive and not v > 0:
-        raise ValueError(f"{fn}: {what} must be > 0; got {value!r}")
-    if nonneg and not v >= 0:
-        raise ValueError(f"{fn}: {what} must be >= 0; got {value!r}")
-    if upper is not None and not v <= upper:
-        raise ValueError(f"{fn}: {what} must be <= {upper}; got {value!r}")
+    """A real hyper-parameter checked by :func:`jaxrnn.validators.real_number` (skipped for traced
+    values); returned unchanged."""
+    if check.is_concrete(value):
+        low = 0.0 if positive or nonneg else None
+        check.real_number(value, f"{fn}: {what}", low=low, low_open=positive, high=upper)
     return value
 
 
 def _positive_int(value, what: str, fn: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{fn}: {what} must be a positive int; got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{fn}: {what} must be >= 1; got {n}")
-    return n
+    return check.positive_int(value, f"{fn}: {what}")
 
 
 def _is_zero(x) -> bool:

@@ -60,7 +60,7 @@ def every(k: int, length: int, offset: int = 0) -> jax.Array:
     """
     k = positive_int(k, "every: k")
     length = positive_int(length, "every: length")
-    offset = check.int_at_least(offset, "every: offset", minimum=-(2**31))
+    offset = check.int_at_least(offset, "every: offset", minimum=None)
     t = jnp.arange(length)
     return (t >= 1) & ((t - offset) % k == 0)
 
@@ -220,6 +220,7 @@ def tbptt(cell: Cell, params, xs, k1: int, k2: int, carry=None, *, lengths=None,
             f"{fn}: k2 must be >= k1={k1} (each gradient computation must reach back over the k1 steps "
             f"since the last one); got k2={k2}"
         )
+    check.params(cell, params, fn)
     xs, axis = check.xs(cell, params, xs, time_axis, fn)  # time first from here on
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     s0 = cell.initial_carry(params, batch_shape)

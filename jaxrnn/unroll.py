@@ -236,6 +236,7 @@ def _run(
 ):
     """The one scan behind :func:`unroll` and :func:`trajectory`: ``(final, ys, states | None)``."""
     cell = check.cell(cell, fn)
+    check.params(cell, params, fn)
     xs, axis = check.xs(cell, params, xs, time_axis, fn)
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     unroll = check.scan_unroll(unroll, fn)
@@ -247,6 +248,10 @@ def _run(
     carry = s0 if carry is None else check.carry(cell, params, carry, batch_shape, fn)
     if lengths is not None:
         lengths = check.lengths(lengths, T, batch_shape, fn)
+        # padding is inert: inputs past a sequence's length never reach the arithmetic (a NaN there
+        # would otherwise turn every gradient into NaN through the masked-out step's derivative)
+        valid_in = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
+        xs = jnp.where(valid_in[..., None], xs, jnp.zeros((), xs.dtype))
     t0 = _check_t0(t0, batch_shape, fn)
     _check_step_limit(cell, T, lengths, t0, resets, fn)
     if resets is not None:
@@ -404,6 +409,7 @@ def state_gradients(
     cell = check.cell(cell, fn)
     check_unroll_kwargs(unroll_kwargs, fn)
     return_states = check.bool_arg(return_states, f"{fn}: return_states")
+    check.params(cell, params, fn)
     xs_t, _ = check.xs(cell, params, xs, unroll_kwargs.get("time_axis", 0), fn)
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
     start = cell.initial_carry(params, batch_shape) if carry is None else carry
@@ -533,6 +539,14 @@ def bidirectional(forward: Cell, backward: Cell | None = None, *, unroll: int = 
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None, time_axis=0):
         del key
+        if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
+            raise ValueError(
+                f"bidirectional.apply: params must be a dict with keys 'forward' and 'backward' (make them "
+                f"with layer.init(key, input_size)); got {type(params).__name__}"
+                + (f" with keys {sorted(params)}" if isinstance(params, dict) else "")
+            )
+        check.params(forward, params["forward"], "bidirectional.apply", 'params["forward"]')
+        check.params(backward, params["backward"], "bidirectional.apply", 'params["backward"]')
         c_f, c_b = (None, None) if carry is None else carry
         kw = dict(lengths=lengths, resets=resets, time_axis=time_axis, unroll=unroll, remat=remat)
         f_final, y_f = _unroll(forward, params["forward"], xs, c_f, **kw)
@@ -582,6 +596,7 @@ def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
     """
     if not layers:
         raise ValueError("stack: give at least one Cell or Layer")
+    cells = tuple(x if isinstance(x, Cell) else None for x in layers)  # params checked per cell layer
     layers = tuple(_as_layer(x, "stack") for x in layers)
     dropout = check.rate(dropout, "stack: dropout")
     skip = check.bool_arg(skip, "stack: skip")
@@ -617,6 +632,9 @@ def stack(*layers, skip: bool = False, dropout: float = 0.0) -> Layer:
             raise ValueError(f"stack: carry must be a tuple with one entry per layer ({len(layers)})")
         keys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
         h, finals = xs, []
+        for l, (cell, p) in enumerate(zip(cells, params)):
+            if cell is not None:
+                check.params(cell, p, "stack.apply", f"params[{l}]")
         for l, (lay, p, c, k) in enumerate(zip(layers, params, carry, keys)):
             if l > 0 and k is not None and dropout > 0.0:
                 k, k_drop = jax.random.split(k)

@@ -7,14 +7,17 @@ concrete data, so everything here also works inside ``jax.jit``.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells.base import Cell
+if TYPE_CHECKING:  # the Cell type is imported where it is used: the cells themselves use these checks
+    from jaxrnn.cells.base import Cell
 
 __all__ = [
     "bool_arg",
@@ -26,6 +29,7 @@ __all__ = [
     "is_concrete",
     "lengths",
     "loss_fn",
+    "params",
     "probes",
     "positive_int",
     "prng_key",
@@ -57,16 +61,17 @@ def positive_int(value, what: str) -> int:
     return n
 
 
-def int_at_least(value, what: str, *, minimum: int) -> int:
-    """``value`` as an int ``>= minimum`` (bools and floats are not ints), or an error naming ``what``."""
-    word = f"an int >= {minimum}"
+def int_at_least(value, what: str, *, minimum: int | None) -> int:
+    """``value`` as an int ``>= minimum`` (any int for ``None``; bools and floats are not ints), or an
+    error naming ``what``."""
+    word = "an int" if minimum is None else f"an int >= {minimum}"
     try:
         if isinstance(value, (bool, np.bool_)):
             raise TypeError
         n = operator.index(value)
     except TypeError:
         raise TypeError(f"{what} must be {word}; got {value!r}") from None
-    if n < minimum:
+    if minimum is not None and n < minimum:
         raise ValueError(f"{what} must be {word}; got {n}")
     return n
 
@@ -78,8 +83,13 @@ def bool_arg(value, what: str) -> bool:
     return bool(value)
 
 
-def real_number(value, what: str, *, low=None, high=None, low_open=False, high_open=False) -> float:
-    """``value`` as a finite float, optionally in a range; strings, bools and arrays are refused."""
+def real_number(
+    value, what: str, *, low=None, high=None, low_open=False, high_open=False, hint: str = ""
+) -> float:
+    """``value`` as a finite float, optionally in a range; strings, bools, arrays and tracers are refused.
+
+    Every refusal reads ``"{what} must be a finite real number{range}{hint}; got {value}"`` (a TypeError
+    for something that is not a real number, a ValueError for a non-finite or out-of-range one)."""
     number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     array = (
         getattr(value, "shape", None) == ()
@@ -88,20 +98,28 @@ def real_number(value, what: str, *, low=None, high=None, low_open=False, high_o
     )
     lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
     hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
-    rng = f" in {lo}, {hi}" if lo and hi else (f" >{'' if low_open else '='} {low:g}" if lo else "")
+    if lo and hi:
+        rng = f" in {lo}, {hi}"
+    elif lo:
+        rng = f" {'>' if low_open else '>='} {low:g}"
+    elif hi:
+        rng = f" {'<' if high_open else '<='} {high:g}"
+    else:
+        rng = ""
+    wanted = f"{what} must be a finite real number{rng}{hint}"
     if isinstance(value, jax.core.Tracer):
         raise TypeError(
-            f"{what} must be a concrete number{rng} (it is used at trace time); got a traced {value!r}"
+            f"{wanted}, known at trace time (a concrete number, not a traced value); got {value!r}"
         )
     if not (number or array):
-        raise TypeError(f"{what} must be a real number{rng}; got {value!r}")
+        raise TypeError(f"{wanted}; got {value!r}")
     x = float(value)
     if not np.isfinite(x):
-        raise ValueError(f"{what} must be finite{rng}; got {x}")
+        raise ValueError(f"{wanted}; got {x}")
     if low is not None and (x <= low if low_open else x < low):
-        raise ValueError(f"{what} must be{rng}; got {x}")
+        raise ValueError(f"{wanted}; got {x}")
     if high is not None and (x >= high if high_open else x > high):
-        raise ValueError(f"{what} must be{rng}; got {x}")
+        raise ValueError(f"{wanted}; got {x}")
     return x
 
 
@@ -157,7 +175,10 @@ def prng_key(key, fn: str, *, optional: bool = True):
 def real_array(x, what: str):
     """``x`` as a JAX array with a real floating dtype (integers promoted, at least float32)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        x = jnp.asarray(x)
+        host = np.asarray(x)
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be a real-valued (floating or integer) array; got {x!r}")
+        x = jnp.asarray(host)
     dtype = jnp.dtype(x.dtype)
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"{what} must be a real-valued (floating or integer) array; got dtype {dtype}")
@@ -171,6 +192,8 @@ def real_array(x, what: str):
 def cell(value, fn: str) -> Cell:
     """``value`` if it is a :class:`~jaxrnn.Cell`; a clear TypeError otherwise (a Layer says how to
     make its Cell)."""
+    from jaxrnn.cells.base import Cell
+
     if isinstance(value, Cell):
         return value
     if type(value).__name__ == "Layer":
@@ -179,6 +202,98 @@ def cell(value, fn: str) -> Cell:
             f"whole sequences and has no step; for a deep RNN as a Cell use jr.deep_rnn(*cells)"
         )
     raise TypeError(f"{fn}: cell must be a jaxrnn Cell (e.g. jr.lstm(128)); got {type(value).__name__}")
+
+
+def _path(where: str, path) -> str:
+    out = where
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            out += f"[{k.key!r}]"
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            out += f"[{k.idx}]"
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            out += f".{k.name}"
+        else:
+            out += str(k)
+    return out.replace("'", '"')
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_cached(c: Cell, n_in: int, dtype):
+    return jax.eval_shape(lambda k: c.init(k, n_in, dtype), jax.random.PRNGKey(0))
+
+
+def _expected_params(c: Cell, n_in: int, dtype):
+    """The params ``c.init`` makes for ``n_in`` inputs, as shapes; ``None`` if it cannot make any."""
+    try:
+        try:
+            return _expected_cached(c, n_in, dtype)
+        except TypeError as e:  # an unhashable cell (a custom one with list hyper-parameters, ...)
+            if "unhashable" not in str(e):
+                raise
+            return jax.eval_shape(lambda k: c.init(k, n_in, dtype), jax.random.PRNGKey(0))
+    except Exception:  # noqa: BLE001 - e.g. an accumulator that takes one input size only
+        return None
+
+
+def params(c: Cell, value, fn: str, where: str = "params"):
+    """``value`` if it has the keys, shapes and a floating dtype of ``c.init(key, input_size, dtype)``
+    for the input size and dtype it implies; otherwise a clear error naming the entry (``where`` is
+    how the caller calls these params, e.g. ``params["backward"]`` for a bidirectional layer).
+
+    The expectation is derived from the cell's own ``init`` (``jax.eval_shape``, nothing is computed),
+    cached per cell, input size and dtype; so it holds for every cell and transform. A cell whose data
+    are traced is checked for its input size only.
+    """
+    name = repr(c)
+    leaves = jax.tree_util.tree_flatten_with_path(value)[0]
+    for path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{fn}: {_path(where, path)} must be a floating array (make params with cell.init(key, "
+                f"input_size)); got {type(leaf).__name__}"
+                + (f" of dtype {dtype}" if dtype is not None else "")
+            )
+    dtype = jnp.dtype(leaves[0][1].dtype) if leaves else jnp.dtype(jnp.float32)
+    try:
+        n_in, failure = int(c.input_size(value)), None
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        n_in, failure = None, e
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(c))  # data traced: no cache
+    expected = None if traced else _expected_params(c, 1 if n_in is None else n_in, dtype)
+    if expected is not None:
+        flat = jax.tree_util.tree_flatten_with_path(expected)[0]
+        want = {_path(where, p) for p, _ in flat}
+        got = {_path(where, p) for p, _ in leaves}
+        if want != got or jax.tree.structure(expected) != jax.tree.structure(value):
+            missing, extra = sorted(want - got), sorted(got - want)
+            detail = "; ".join(
+                x
+                for x in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"unexpected {', '.join(extra)}" if extra else "",
+                )
+                if x
+            )
+            raise ValueError(
+                f"{fn}: {where} do not match this {name}: "
+                + (detail or f"expected the structure {jax.tree.structure(expected)}")
+                + " (make them with cell.init(key, input_size))"
+            )
+    if failure is not None:
+        raise TypeError(
+            f"{fn}: {where} do not look like the parameters of this {name} (make them with "
+            f"cell.init(key, input_size)); reading the input size failed with {failure!r}"
+        )
+    if expected is not None and n_in is not None:
+        for (path, leaf), (_, e) in zip(leaves, jax.tree_util.tree_flatten_with_path(expected)[0]):
+            if tuple(leaf.shape) != tuple(e.shape):
+                raise ValueError(
+                    f"{fn}: {_path(where, path)} must have shape {tuple(e.shape)} for this {name} with "
+                    f"input_size={n_in}; got {tuple(leaf.shape)}"
+                )
+    return value
 
 
 def time_axis(value, ndim: int, fn: str) -> int:
@@ -241,7 +356,8 @@ def xs(c: Cell, params, value, axis, fn: str):
 
 def carry(c: Cell, params, value, batch_shape, fn: str):
     """``value`` if it has the structure and shapes of ``c.initial_carry(params, batch_shape)``, a
-    floating dtype and (when concrete) finite values."""
+    floating dtype (an integer carry is an error, never silently rounded) and (when concrete) finite
+    values."""
     expected = jax.eval_shape(lambda p: c.initial_carry(p, batch_shape), params)
     e_leaves, e_tree = jax.tree.flatten(expected)
     c_leaves, c_tree = jax.tree.flatten(value)
@@ -251,6 +367,13 @@ def carry(c: Cell, params, value, batch_shape, fn: str):
             f"({e_tree}); got {c_tree}"
         )
     for x, e in zip(c_leaves, e_leaves):
+        dtype = jnp.result_type(x)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{fn}: carry must be floating like cell.initial_carry(params, batch_shape) ({e.dtype}); "
+                f"got a leaf of dtype {dtype}. An integer carry would run the whole recurrence in integers: "
+                f"make it with cell.initial_carry or cast it, e.g. carry.astype({e.dtype})"
+            )
         if tuple(jnp.shape(x)) != tuple(e.shape):
             raise ValueError(
                 f"{fn}: carry leaves must have shapes "

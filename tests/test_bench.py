@@ -4,11 +4,17 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
+from subprocess import PIPE
 
 import numpy as np
 import pytest
 
-from experiments import bench
+from experiments import bench, runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -164,26 +170,62 @@ def test_parallel_section_reports_missing_module(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv, words",
     [
-        ["--shapes", "X"],
-        ["--cells", "lstm,rnn"],
-        ["--modes", "bwd"],
-        ["--memory-T", "0"],
-        ["--fused", "yes"],
-        ["--unroll", "0"],
-        ["--unroll", "a"],
+        (["--shapes", "X"], ["--shapes", "tiny, S, M, L", "'X'"]),
+        (["--shapes", "Q"], ["--shapes", "'Q'"]),
+        (["--cells", "lstm,rnn"], ["--cells", "lstm, gru", "'lstm,rnn'"]),
+        (["--modes", "bwd"], ["--modes", "'bwd'"]),
+        (["--memory-T", "0"], ["--memory-T", "positive ints"]),
+        (["--fused", "yes"], ["--fused", "'yes'"]),
+        (["--unroll", "0"], ["--unroll"]),
+        (["--unroll", "a"], ["--unroll"]),
+        (["--repeats", "0"], ["--repeats", ">= 1", "got 0"]),
+        (["--repeats", "x"], ["--repeats", "integer", "'x'"]),
+        (["--warmup", "-1"], ["--warmup", ">= 0"]),
+        (["--parallel-width", "0"], ["--parallel-width", ">= 1"]),
+        (["--torch-threads", "0"], ["--torch-threads", ">= 1"]),
+        (["--atol", "nan"], ["--atol", "finite number", "'nan'"]),
+        (["--atol", "inf"], ["--atol", "finite number", "'inf'"]),
+        (["--atol=-1"], ["--atol", ">= 0"]),
+        (["--bogus"], ["unrecognized arguments: --bogus"]),
     ],
 )
-def test_bad_arguments(argv, capsys):
-    with pytest.raises(SystemExit):
+def test_bad_arguments_exit_2_with_one_line(argv, words, capsys):
+    """The runner's conventions: one line ``error: ...`` naming the option, exit status 2, no usage."""
+    with pytest.raises(runner.UsageError):
         bench.parser().parse_args(argv)
-    assert "error" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: bench.main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "usage:" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_command_line_exit_statuses_real_process(tmp_path):
+    """``python -m experiments.bench``: a bad option is one line and exit 2; ``--help`` exits 0."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "experiments.bench"]
+    procs = [
+        subprocess.Popen([*cmd, *a], cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE, text=True)
+        for a in (["--repeats", "0"], ["--help"])
+    ]
+    (_, bad_err, bad_code), (help_out, help_err, help_code) = [
+        (*p.communicate(timeout=120), p.returncode) for p in procs
+    ]
+    assert bad_code == 2
+    assert bad_err.strip() == "error: argument --repeats: must be >= 1; got 0 (see --help)"
+    assert help_code == 0 and help_err == ""
+    assert help_out.startswith("usage: python -m experiments.bench") and "--repeats" in help_out
 
 
 def test_help_names_the_options(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         bench.parser().parse_args(["--help"])
+    assert e.value.code == 0
     text = capsys.readouterr().out
     for opt in (
         "--shapes",

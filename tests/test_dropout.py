@@ -762,9 +762,11 @@ def test_errors():
     r = recurrent_dropout(lstm(H), np.float32(0.5), key).hparams["rate"]  # numpy/jax scalars are fine
     assert r == 0.5 and type(r) is float
     for rate in ("0.1", True, jnp.asarray(True), None, jnp.ones((2,))):
-        with pytest.raises(TypeError, match=r"recurrent_dropout: rate must be a \w+ number"):
+        with pytest.raises(
+            TypeError, match=r"recurrent_dropout: rate must be a finite real number in \[0, 1\)"
+        ):
             recurrent_dropout(lstm(H), rate, key)
-    with pytest.raises(TypeError, match=r"recurrent_dropout: rate must be a \w+ number"):
+    with pytest.raises(TypeError, match=r"recurrent_dropout: rate must be .* known at trace time"):
         jax.jit(lambda r: recurrent_dropout(lstm(H), r, key))(0.1)
     for bad_key in (3, jnp.zeros((2,), F32), np.zeros((2,), np.int32), "key"):
         with pytest.raises(TypeError, match="recurrent_dropout: key must be a jax.random key"):

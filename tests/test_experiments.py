@@ -34,6 +34,20 @@ def test_demo_runs_and_writes_table_plots_and_results(tmp_path, capsys):
     assert f"everything is in {run_dir}/" in printed
 
 
+def test_a_diverged_method_is_tabled_and_the_demo_exits_3(tmp_path, capsys):
+    argv = SMOKE + ["--methods", "SGD", "--lr", "1e38", "--run-root", str(tmp_path)]  # SGD overflows
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: demo.main(argv))
+    assert e.value.code == 3
+    captured = capsys.readouterr()
+    (run_dir,) = (tmp_path / "demo").iterdir()
+    (res,) = json.load(open(run_dir / "results.json"))["results"]  # written before the exit
+    assert res["diverged_at"] == 4 and not res["solved"]
+    assert "diverged at 4" in captured.out and "everything is in" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training diverged in 1 of 1 runs: SGD at step 4")
+
+
 def test_format_table():
     rows = [
         dict(method="SGD", updates=100, error=0.75, rho=0.951, omega=0.04, wall_s=3.2, solved=False),

@@ -89,6 +89,8 @@ def test_resume_of_a_finished_sweep_trains_nothing_and_gives_the_same_results(sm
         (["--optimizer", "lbfgs"], ["--optimizer", "lbfgs"]),
         (["--cells", "lstm", "lstm"], ["--cells", "at most once", "lstm lstm"]),
         (["--lengths"], ["--lengths", "at least one"]),
+        (["--lr", "1e-3", "nan"], ["--lr", "finite number", "'nan'"]),
+        (["--momentum", "inf"], ["--momentum", "finite number", "'inf'"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, words, capsys):
@@ -99,6 +101,27 @@ def test_bad_input_exits_2_with_one_line(argv, words, capsys):
     assert "\n" not in err and err.startswith("error:")
     for w in words:
         assert w in err, (w, err)
+
+
+def test_a_diverged_run_is_recorded_and_the_sweep_exits_3_unless_allowed(tmp_path, capsys):
+    """RMSprop with learning rate 1e30: after one update the IRNN's state overflows, the loss is NaN."""
+    argv = ["--preset", "smoke", "--cells", "irnn", "--lengths", "4", "--lr", "1e30", "--quiet"]
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: adding.main(argv + ["--run-root", str(tmp_path)]))
+    assert e.value.code == 3
+    captured = capsys.readouterr()
+    (sweep_dir,) = (tmp_path / "adding").iterdir()
+    (run,) = json.load(open(sweep_dir / "results.json"))["runs"]  # written before the exit
+    assert (run["diverged_at"], run["steps"]) == (2, 2) and math.isnan(run["test_loss"])
+    assert "nan (1 diverged)" in captured.out
+    last = captured.err.strip().splitlines()[-1]  # (--quiet sends the per-run lines to stderr too)
+    assert last.startswith("error: training diverged in 1 of 1 runs: irnn-T4-seed0 at step 2")
+    assert str(sweep_dir) in last and "--allow-divergence" in last
+    # resumed with --allow-divergence: the run trains on to --steps; a warning, no error
+    argv = ["--resume", str(sweep_dir), "--allow-divergence", "--quiet"]
+    result = runner.run_cli(lambda: adding.main(argv))
+    assert [(r["diverged_at"], r["steps"]) for r in result.runs] == [(2, 3)]
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("warning: training diverged in 1 of 1")
 
 
 # ------------------------------------------------------------------------------------------------

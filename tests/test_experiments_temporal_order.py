@@ -41,12 +41,51 @@ def test_smoke_sweep_writes_results_plots_and_table(tmp_path, capsys):
     assert sorted((r["seed"], r["step"]) for r in rows) == [(0, 2), (1, 2)]
 
     # --resume skips the finished points: nothing is trained again
-    n_lines = len(open(os.path.join(run_dir, "points.jsonl")).readlines())
+    points_path = os.path.join(run_dir, "points.jsonl")
+    lines = open(points_path).readlines()
     again = to.main(
         TINY + ["--resume", run_dir, "--inits", "basic_tanh", "smart_tanh", "--methods", "MSGD-CR"]
     )
-    assert len(open(os.path.join(run_dir, "points.jsonl")).readlines()) == n_lines
+    assert open(points_path).readlines() == lines
     assert [p["rate"] for p in again["points"]] == [p["rate"] for p in res["points"]]
+
+    # a kill in the middle of writing the second point: --resume cuts the torn line off (and says so),
+    # redoes that point and appends it on a line of its own
+    with open(points_path, "w") as f:
+        f.write(lines[0] + lines[1][: len(lines[1]) // 2])
+    capsys.readouterr()
+    redone = to.main(
+        TINY + ["--resume", run_dir, "--inits", "basic_tanh", "smart_tanh", "--methods", "MSGD-CR"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {points_path}: its last line is torn"), err
+    rows = [json.loads(line) for line in open(points_path)]  # every line parses
+    assert [(p["init"], p["rate"]) for p in rows] == [("basic_tanh", 1.0), ("smart_tanh", 1.0)]
+    assert rows[1] == {**redone["points"][1]} and redone["points"][1]["wall_s"] >= 0
+
+
+def test_diverged_seeds_are_recorded_and_exit_3_unless_allowed(tmp_path, capsys):
+    """SGD with learning rate 1e38: the parameters overflow and the loss becomes infinite."""
+    argv = TINY + ["--inits", "basic_tanh", "--methods", "MSGD", "--lr", "1e38", "--run-root", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(lambda: to.main(argv))
+    assert e.value.code == 3
+    captured = capsys.readouterr()
+    (run_dir,) = (tmp_path / "temporal_order").iterdir()
+    res = json.load(open(run_dir / "results.json"))  # everything is written before the exit
+    (point,) = res["points"]
+    assert point["diverged_at"] == [4, 4] and point["rate"] == 0.0 and point["complete"]
+    assert "diverged at [4, 4]" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: training diverged in 2 of 2 runs: "), err
+    for words in ("basic_tanh/MSGD/10 seed 0 at step 4", "seed 1 at step 4", "--allow-divergence"):
+        assert words in err[0]
+    rows = runner.read_jsonl(str(run_dir / "points" / "basic_tanh_MSGD_10.jsonl"))
+    assert [r.get("diverged", False) for r in rows if r["step"] == 4] == [True, True]
+    # with --allow-divergence the same results are accepted: a warning line, exit status 0
+    runner.run_cli(lambda: to.main(["--resume", str(run_dir), "--allow-divergence", "--quiet"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: training diverged in 2 of 2 runs"), err
 
 
 def test_engine_matches_runner_train(tmp_path):

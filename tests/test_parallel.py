@@ -395,9 +395,9 @@ def test_bad_hyperparameters():
         lru(4, r_min=-0.1)
     with pytest.raises(ValueError, match="lru: max_phase must be > 0; got 0.0"):
         lru(4, max_phase=0)
-    with pytest.raises(ValueError, match="lru: r_max must be finite; got nan"):
+    with pytest.raises(ValueError, match="lru: r_max must be a finite real number; got nan"):
         lru(4, r_max=float("nan"))
-    with pytest.raises(TypeError, match="lru: max_phase must be a real number; got 'pi'"):
+    with pytest.raises(TypeError, match="lru: max_phase must be a finite real number; got 'pi'"):
         lru(4, max_phase="pi")
     for factory in (min_gru, min_lstm):
         with pytest.raises(TypeError, match=f"{factory.__name__}: log_space must be a bool; got 1"):

@@ -263,7 +263,7 @@ def test_bad_inputs_name_the_argument():
         pascanu(cell, params, xs, lambda ys: jnp.sum(ys > 0))
     with pytest.raises(TypeError, match="loss_fn must be a callable"):
         pascanu(cell, params, xs, 3.0)
-    with pytest.raises(ValueError, match="bound must be >= 0"):
+    with pytest.raises(ValueError, match="pascanu: bound must be a finite real number >= 0"):
         pascanu(cell, params, xs, loss_fn, bound=-1.0)
     with pytest.raises(ValueError, match="pascanu: xs must have shape"):
         pascanu(cell, params, xs[..., :1], loss_fn)

@@ -4,14 +4,18 @@ The experiment under test is tests/runner_toy.py (an Elman RNN with 4 units, T =
 run it as a script, on the CPU, with a persistent compilation cache, as a user would.
 """
 
+import argparse
 import dataclasses
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import typing
 
 import jax
 import numpy as np
@@ -108,6 +112,11 @@ def test_cli_help_lists_fields_defaults_and_presets(capsys):
         (["--length", "-3"], ["--length", ">= 1", "-3"]),
         (["--task", "bogus"], ["--task", "bogus", "sum, last"]),
         (["--lr", "abc"], ["--lr", "abc"]),
+        (["--lr", "nan"], ["--lr", "finite number", "nan"]),
+        (["--lr", "inf"], ["--lr", "finite number", "inf"]),
+        (["--lr=-inf"], ["--lr", "finite number", "-inf"]),
+        (["--lr", "1e400"], ["--lr", "finite number", "1e400"]),  # overflows to inf
+        (["--clip", "NaN"], ["--clip", "finite number", "NaN"]),  # Optional[float]
         (["--bogus"], ["--bogus"]),
         (["--widths", "1", "x"], ["--widths"]),
         (["--resume", "/nonexistent/run"], ["--resume", "/nonexistent/run"]),
@@ -128,6 +137,55 @@ def test_cli_presets_must_name_fields():
 def test_config_checks_values_when_built_directly():
     with pytest.raises(ValueError, match="--batch-size must be >= 1; got 0"):
         toy.Config(batch_size=0)
+    for bad in (math.nan, math.inf, -math.inf):  # presets and saved configs go through here too
+        with pytest.raises(runner.UsageError, match=f"--lr must be a finite number; got {bad}"):
+            toy.Config(lr=bad)
+    with pytest.raises(runner.UsageError, match="--lr must be a finite number; got inf"):
+        runner.config_cli(toy.Config, {"p": {"lr": math.inf}}, ["--preset", "p"])
+
+
+def _float_fields(cls):
+    """The options of ``cls`` that hold floats: ``float``, ``tuple[float, ...]``, ``Optional[float]``."""
+    out = []
+    for name, tp in typing.get_type_hints(cls).items():
+        args = {a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis}
+        if tp is float or (args and args <= {float}):
+            out.append("--" + name.replace("_", "-"))
+    return out
+
+
+def test_every_float_option_of_every_script_must_be_finite():
+    from experiments import adding, char_lm, copying, demo, digits, temporal_order
+
+    seen = 0
+    for module in (adding, char_lm, copying, demo, digits, temporal_order, toy):
+        options = _float_fields(module.Config)
+        assert options or module is toy, module.__name__
+        for option in options:
+            for bad in ("nan", "inf", "-inf", "-nan"):
+                with pytest.raises(runner.UsageError) as e:
+                    runner.config_cli(module.Config, module.PRESETS, [f"{option}={bad}"])
+                msg = str(e.value)
+                assert "\n" not in msg and option in msg and "finite number" in msg, (module.__name__, msg)
+                seen += 1
+    assert seen >= 4 * 20  # lr, clip, momentum, alpha, threshold, dropout, temperatures, ... of 7 scripts
+
+
+def test_number_converter():
+    to_int, to_float = runner.number(int, min=1), runner.number(float, min=0.0)
+    assert to_int("3") == 3 and to_float("0") == 0.0 and to_float("1e-3") == 1e-3
+    for convert, s, match in [
+        (to_int, "0", "must be >= 1; got 0"),
+        (to_int, "1.5", "expected an integer; got '1.5'"),
+        (to_float, "x", "expected a number; got 'x'"),
+        (to_float, "-1", "must be >= 0.0; got -1.0"),
+        (to_float, "nan", "must be a finite number; got 'nan'"),
+        (to_float, "-Infinity", "must be a finite number; got '-Infinity'"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(match)):
+            convert(s)
+    with pytest.raises(TypeError, match="int or float"):
+        runner.number(str)
 
 
 def test_run_cli_lets_bugs_through():
@@ -147,6 +205,48 @@ def test_script_bad_input_real_process(env, tmp_path):
     p = run_script(["--run-root", str(unwritable)], env)
     assert p.returncode == 2
     assert_one_line_error(p.stderr, "--run-root", str(unwritable))
+
+
+def test_nonfinite_option_and_divergence_real_process(env, tmp_path):
+    """Exit 2 for ``--lr nan``; exit 3 for a run whose loss becomes infinite (Adam with lr 1e30: the
+    parameters are ~1e30 after one update, the squared error overflows), 0 with --allow-divergence."""
+    tiny = ["--steps", "6", "--batch-size", "4", "--log-every", "2", "--no-evaluate", "--quiet"]
+    cases = {
+        "nan": ["--lr", "nan", "--run-root", str(tmp_path / "nan")],
+        "diverge": [*tiny, "--lr", "1e30", "--run-root", str(tmp_path / "diverge")],
+        "allow": [*tiny, "--lr", "1e30", "--allow-divergence", "--run-root", str(tmp_path / "allow")],
+    }
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, SCRIPT, *a], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k, a in cases.items()
+    }
+    out = {k: (p.communicate(timeout=300), p.returncode) for k, p in procs.items()}
+    out = {k: (code, stdout, stderr) for k, ((stdout, stderr), code) in out.items()}
+
+    code, _, err = out["nan"]
+    assert code == 2
+    assert_one_line_error(err, "--lr", "finite number", "'nan'")
+    assert not (tmp_path / "nan").exists()
+
+    code, _, err = out["diverge"]
+    assert code == 3, err
+    (run_dir,) = (tmp_path / "diverge" / "toy").iterdir()
+    words = ["training diverged", "loss is inf at step 2", str(run_dir), "--allow-divergence"]
+    assert_one_line_error(err, *words)
+    summary = json.load(open(run_dir / "summary.json"))
+    assert (summary["step"], summary["diverged_at"], summary["final"]["diverged"]) == (2, 2, True)
+    assert [r["step"] for r in runner.read_jsonl(str(run_dir / "metrics.jsonl"))] == [2]  # stopped there
+
+    code, stdout, err = out["allow"]
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "allow" / "toy").iterdir()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: training diverged"), err
+    assert "step 2" in lines[0] and "--allow-divergence" in lines[0]
+    summary = json.load(open(run_dir / "summary.json"))
+    assert (summary["step"], summary["diverged_at"]) == (6, 2) and "step 6" in stdout  # trained on
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,8 +334,15 @@ def test_resume_after_corruption_reproduces_the_run(trained, capsys):
     shutil.copytree(result.run_dir, run_dir)
     newest = runner._ckpt_path(os.path.join(run_dir, "checkpoints"), 6)
     open(newest, "r+b").truncate(100)
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    with open(metrics, "a") as f:  # a kill in the middle of writing a row
+        f.write('{"step": 8, "loss": 0.')
     resumed = runner.train(dataclasses.replace(config, resume=run_dir), name="toy", **toy.build(config))
-    assert f"checkpoint {newest} is unusable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"checkpoint {newest} is unusable" in err
+    (torn,) = [line for line in err.splitlines() if "torn" in line]
+    assert torn.startswith(f"warning: {metrics}: its last line is torn") and "last complete line" in torn
+    assert all(json.loads(line) for line in open(metrics))  # every line is a whole row
     assert resumed.run_dir == run_dir and resumed.step == 6
     jax.tree.map(
         np.testing.assert_array_equal, runner._to_host(resumed.params), runner._to_host(result.params)
@@ -272,6 +379,96 @@ def test_resume_config_comes_from_the_run(trained, tmp_path):
     assert cli("--resume", "latest", "--run-root", str(tmp_path), "--steps", "7", name="toy").steps == 7
     with pytest.raises(runner.UsageError, match="--lr \\(run: 0.05, now: 0.1\\)"):
         runner.train(dataclasses.replace(c, lr=0.1), name="toy", **toy.build(c))
+
+
+def test_diverged_run_stops_raises_and_stays_diverged_on_resume(tmp_path, capsys):
+    config = toy.Config(run_root=str(tmp_path), lr=1e30, evaluate=False, **RUN)
+    fns = toy.build(config)
+    with pytest.raises(runner.Diverged, match="the loss is inf at step 2") as e:
+        runner.train(config, name="toy", **fns)
+    result = e.value.result
+    assert (result.step, result.diverged_at, result.stopped_at) == (2, 2, None)
+    assert result.rows[-1]["diverged"] is True and not math.isfinite(result.rows[-1]["loss"])
+    assert json.load(open(os.path.join(result.run_dir, "summary.json")))["diverged_at"] == 2
+    assert runner._ckpt_steps(os.path.join(result.run_dir, "checkpoints")) == [2]
+    # resuming a diverged run trains nothing and says so again
+    with pytest.raises(runner.Diverged, match="at step 2") as again:
+        runner.train(dataclasses.replace(config, resume="latest"), name="toy", **fns)
+    assert again.value.result.step == 2 and again.value.result.run_dir == result.run_dir
+    # ... unless divergence is allowed: then it trains on (a warning, no exception)
+    capsys.readouterr()
+    on = runner.train(dataclasses.replace(config, resume="latest", allow_divergence=True), name="toy", **fns)
+    assert (on.step, on.diverged_at) == (6, 2) and [r["step"] for r in on.rows] == [2, 4, 6]
+    assert capsys.readouterr().err == ""  # the warning was given when it diverged, not again
+
+
+def test_report_divergence():
+    strict, lenient = toy.Config(), toy.Config(allow_divergence=True)
+    runner.report_divergence([], 3, strict)  # nothing diverged: nothing happens
+    with pytest.raises(runner.Diverged, match=r"diverged in 1 of 3 runs: a at step 4 \(results: r\)"):
+        runner.report_divergence(["a at step 4"], 3, strict, "r")
+    runner.report_divergence(["a at step 4"], 3, lenient, "r")  # a warning only
+
+
+def test_run_cli_exit_statuses(capsys):
+    def diverges():
+        raise runner.Diverged("training diverged: the loss is nan at step 7")
+
+    with pytest.raises(SystemExit) as e:
+        runner.run_cli(diverges)
+    assert e.value.code == runner.EXIT_DIVERGED == 3
+    assert_one_line_error(capsys.readouterr().err, "training diverged", "step 7")
+
+
+# ------------------------------------------------------------------------------------------------
+# Append-only logs: a torn last line is repaired before appending
+# ------------------------------------------------------------------------------------------------
+
+BIG = json.dumps({"text": "x" * 70_000})  # longer than repair_jsonl's 64 KiB read block
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ('{"a": 1}\n{"b": 2}\n', '{"a": 1}\n{"b": 2}\n'),  # intact
+        ("", ""),
+        ('{"a": 1}\n{"b": 2', '{"a": 1}\n'),  # torn
+        ('{"a": 1}\n{"b": 2}', '{"a": 1}\n{"b": 2}\n'),  # whole, only its newline missing
+        ('{"a', ""),  # the only line torn
+        ('{"a": 1}\n\0\0\0\0', '{"a": 1}\n'),  # a crash's zero-filled tail
+        ('{"a": 1}\n\n', '{"a": 1}\n'),
+        ("\n", ""),
+        ('{"a": 1}\n\udcff\udcfe', '{"a": 1}\n'),  # bytes that are not UTF-8
+        (f'{BIG}\n{{"b": "{"y" * 70_000}', f"{BIG}\n"),  # a torn line longer than a read block
+        (f"{BIG}\n{BIG}\n", f"{BIG}\n{BIG}\n"),
+    ],
+)
+def test_repair_jsonl(tmp_path, before, after):
+    path = str(tmp_path / "log.jsonl")
+    with open(path, "wb") as f:
+        f.write(before.encode("utf-8", "surrogateescape"))
+    said = []
+    changed = runner.repair_jsonl(path, warn=said.append)
+    assert open(path, "rb").read() == after.encode()
+    assert changed == (before != after) and len(said) == int(changed)
+    if said:
+        assert said[0].startswith(path) and ("torn" in said[0] or "newline" in said[0])
+    runner.append_jsonl(path, {"next": math.pi})
+    rows = [json.loads(line) for line in open(path)]  # every line parses: nothing glued to a fragment
+    assert rows[-1] == {"next": math.pi}
+    assert runner.repair_jsonl(path, warn=said.append) is False  # repaired stays repaired
+
+
+def test_repair_jsonl_missing_file_and_default_warning(tmp_path, capsys):
+    assert runner.repair_jsonl(str(tmp_path / "none.jsonl")) is False
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n{"b"')
+    assert runner.repair_jsonl(str(path)) is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"warning: {path}: its last line is torn (4 bytes that are not valid JSON: a write cut short by a "
+        "kill); truncated the file to its last complete line before appending"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -756,7 +756,11 @@ BAD_UNROLL = {  # name: (kwargs overriding a valid call, error type, regex the m
     "unroll float": (dict(unroll=1.5), TypeError, r"unroll must be a positive int"),
     "remat string": (dict(remat="yes"), TypeError, r"remat must be a bool or a jax.checkpoint policy"),
     "cell not a Cell": (dict(cell=lambda p, c, x: c), TypeError, r"unroll: cell must be a jaxrnn Cell"),
-    "params of no cell": (dict(params={}), TypeError, r"unroll: params do not look like lstm's parameters"),
+    "params of no cell": (
+        dict(params={}),
+        ValueError,
+        r'unroll: params do not match this lstm\(hidden_size=5\): missing params\["W_hh"\]',
+    ),
 }
 
 
@@ -819,7 +823,7 @@ def test_layer_constructors_bad_input():
     with pytest.raises(TypeError, match=r"stack: expected Cells or Layers; got str"):
         jr.stack(LSTM, "gru")
     for rate in (1.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match=r"stack: dropout must be in \[0, 1\)"):
+        with pytest.raises(ValueError, match=r"stack: dropout must be a finite real number in \[0, 1\)"):
             jr.stack(LSTM, GRU, dropout=rate)
     deep = jr.stack(LSTM, GRU)
     params = deep.init(jax.random.PRNGKey(0), I, dtype=F32)
@@ -1044,3 +1048,109 @@ def test_a_custom_cell_is_a_cell_for_every_consumer():
         jr.cells.custom("x", init=init, initial_carry=initial_carry, recur=None, output=output)
     with pytest.raises(TypeError, match="custom: name must be a str"):
         jr.cells.custom(3, init=init, initial_carry=initial_carry, recur=recur, output=output)
+
+
+# --------------------------------------------------------------------------------------------------
+# padding is inert; degenerate sizes
+
+PAD_CELLS = {
+    "elman": jr.elman(3),
+    "lstm": jr.lstm(3),
+    "gru": jr.gru(3),
+    "min_gru": jr.min_gru(3),
+    "lru": jr.lru(3),
+    "bn_lstm_inference": jr.bn_lstm(
+        3, 4, statistics=jr.cells.BNStatistics(*(jnp.ones((4, w)) for w in (12,) * 4 + (3,) * 2))
+    ),
+}
+
+
+def _padded(bad):
+    xs = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 2), jnp.float32)
+    lengths = jnp.array([4, 2])
+    return xs.at[2:, 1].set(bad), lengths
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [(n, {}) for n in PAD_CELLS]
+    + [("lstm", dict(fused=False)), ("gru", dict(reverse=True)), ("elman", dict(remat=True))],
+)
+def test_nan_and_inf_padding_never_reach_values_or_gradients(name, kw):
+    cell = PAD_CELLS[name]
+    params = cell.init(jax.random.PRNGKey(0), 2)
+
+    def loss(p, xs, lengths):
+        final, ys = jr.unroll(cell, p, xs, lengths=lengths, **kw)
+        return jnp.sum(ys**2) + sum(jnp.sum(f**2) for f in jax.tree.leaves(final))
+
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    want = f(params, *_padded(0.0))
+    for bad in (jnp.nan, jnp.inf):
+        got = f(params, *_padded(bad))
+        jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_padding_is_inert_in_layers_tbptt_and_pascanu():
+    cell = jr.elman(3)
+    params = cell.init(jax.random.PRNGKey(0), 2)
+    bi = jr.bidirectional(cell)
+    p_bi = bi.init(jax.random.PRNGKey(0), 2)
+
+    def losses(p, p_bi, xs, lengths):
+        return (
+            jnp.sum(bi.apply(p_bi, xs, lengths=lengths)[1] ** 2),
+            jnp.sum(jr.tbptt(cell, p, xs, 2, 3, lengths=lengths)[1] ** 2),
+            jr.pascanu(cell, p, xs, lambda ys: jnp.sum(ys**2), lengths=lengths),
+            jr.losses.transducer(
+                lambda a, b: (a - b) ** 2,
+                jr.unroll(cell, p, xs, lengths=lengths)[1],
+                0 * xs[..., :1] + 1,
+                lengths,
+            ),
+        )
+
+    f = jax.jit(
+        lambda *a: (losses(*a), jax.jacrev(lambda p, q: losses(p, q, *a[2:]), argnums=(0, 1))(*a[:2]))
+    )
+    want = f(params, p_bi, *_padded(0.0))
+    got = f(params, p_bi, *_padded(jnp.nan))
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_empty_batches_and_zero_lengths_give_finite_results():
+    cell = jr.lstm(3)
+    params = cell.init(jax.random.PRNGKey(0), 2)
+    empty = jnp.ones((4, 0, 2), jnp.float32)
+    zero = (jnp.ones((4, 2, 2), jnp.float32), jnp.zeros((2,), jnp.int32))
+
+    def loss(ys):
+        return jnp.sum(ys**2)
+
+    results = {
+        "unroll": jr.unroll(cell, params, empty),
+        "grad": jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, empty)[1]))(params),
+        "pascanu": jr.pascanu(cell, params, empty, loss),
+        "pascanu_grad": jax.grad(lambda p: jr.pascanu(cell, p, empty, loss))(params),
+        "gradient_flow": jr.gradient_flow(cell, params, empty, loss),
+        "state_gradients": jr.state_gradients(cell, params, empty, loss),
+        "tbptt": jr.tbptt(cell, params, empty, 2, 2),
+        "transducer": jr.losses.transducer(
+            lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((4, 0, 1))
+        ),
+        "acceptor": jr.losses.acceptor(lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((0, 1))),
+        "pascanu_zero": jr.pascanu(cell, params, zero[0], loss, lengths=zero[1]),
+        "gradient_flow_zero": jr.gradient_flow(cell, params, zero[0], loss, lengths=zero[1]),
+        "unroll_zero": jr.unroll(cell, params, zero[0], lengths=zero[1]),
+        "transducer_zero": jr.losses.transducer(
+            lambda a, b: (a - b) ** 2, jnp.ones((4, 2, 1)), jnp.ones((4, 2, 1)), zero[1]
+        ),
+    }
+    for name, r in results.items():
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(r)), name
+    assert float(results["pascanu"]) == 0.0 and float(results["transducer"]) == 0.0
+    np.testing.assert_array_equal(results["gradient_flow"], jnp.zeros(4))
+    np.testing.assert_array_equal(results["unroll_zero"][1], 0.0)
+    with pytest.raises(ValueError, match="bn_statistics: xs has an empty batch"):
+        bn = jr.bn_lstm(3, 4)
+        jr.cells.bn_statistics(bn, bn.init(jax.random.PRNGKey(0), 2), empty)

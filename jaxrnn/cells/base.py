@@ -267,11 +267,25 @@ class Cell:
 
     @property
     def init(self):
-        return self.fns.init
+        """``init(key, input_size, dtype=jnp.float32) -> params``; ``key`` is checked to be a key."""
+        fn, name = self.fns.init, self.name
+
+        def init(key, input_size, dtype=jnp.float32):
+            _check_key(key, f"{name}.init")
+            return fn(key, input_size, dtype)
+
+        return init
 
     @property
     def initial_carry(self):
-        return self.fns.initial_carry
+        """``initial_carry(params, batch_shape=()) -> carry``; ``batch_shape`` is checked to be a tuple
+        of non-negative ints."""
+        fn, name = self.fns.initial_carry, self.name
+
+        def initial_carry(params, batch_shape=()):
+            return fn(params, _batch_shape(batch_shape, f"{name}.initial_carry"))
+
+        return initial_carry
 
     @property
     def project(self):
@@ -354,6 +368,29 @@ class Cell:
 
     def __reduce__(self):
         return (_rebuild, (self._factory, self._build, self.hparams, self.data))
+
+
+def _batch_shape(value, what: str) -> tuple:
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n >= 0 for n in value
+    ):
+        return tuple(int(n) for n in value)
+    raise TypeError(
+        f"{what}: batch_shape must be a tuple of non-negative ints, e.g. (16,) or (); got {value!r}"
+    )
+
+
+def _check_key(key, what: str) -> None:
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", (None,)))
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype is not None and dtype == jnp.uint32 and len(shape) == 1
+    if not (typed or raw):
+        raise TypeError(
+            f"{what}: key must be a jax.random key (jax.random.key(seed) or jax.random.PRNGKey(seed)); got "
+            f"{type(key).__name__}"
+            + (f" of dtype {dtype} and shape {shape}" if dtype is not None else f" {key!r}")
+        )
 
 
 def _rebuild(factory, build, hparams, data):

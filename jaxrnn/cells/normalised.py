@@ -14,6 +14,7 @@ at init (see :func:`jaxrnn.cells.lstm.lstm`).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -297,6 +298,7 @@ def bn_statistics(cell: Cell, params, xs, carry=None) -> BNStatistics:
         raise TypeError(
             f"{fn}: cell must be a bn_lstm cell (or a learned_initial_state of one); got {cell!r}"
         )
+    check.params(cell, params, fn)
     xs, _ = check.xs(cell, params, xs, 0, fn)
     if xs.ndim < 3:
         raise ValueError(
@@ -304,6 +306,10 @@ def bn_statistics(cell: Cell, params, xs, carry=None) -> BNStatistics:
             f"taken over the batch); got {tuple(xs.shape)}"
         )
     T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
+    if math.prod(batch_shape) == 0:
+        raise ValueError(
+            f"{fn}: xs has an empty batch {batch_shape}; batch statistics need at least one sequence"
+        )
     H = params["W_hh"].shape[0]
     max_steps, eps = base.hparams["max_steps"], base.hparams["eps"]
     train = bn_lstm(H, max_steps, eps=eps)

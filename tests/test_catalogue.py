@@ -1,0 +1,632 @@
+"""The bad-input catalogue: every public function and factory, each documented argument given a wrong
+type, a wrong shape, an out-of-range or a non-finite value. Each case asserts the exception type and
+that the message names the function and the argument. The checks run before tracing, so almost
+nothing here compiles."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxrnn as jr
+from jaxrnn import diagnostics as dg
+from jaxrnn import initialisers as inits
+from jaxrnn import losses
+from jaxrnn import truncation as tr
+
+KEY = jax.random.PRNGKey(0)
+F32 = jnp.float32
+NAN, INF = float("nan"), float("inf")
+
+FACTORIES = {
+    "elman": jr.elman,
+    "irnn": jr.irnn,
+    "np_rnn": jr.np_rnn,
+    "ctrnn": lambda h, **kw: jr.ctrnn(h, **({"alpha": 0.5} | kw)),
+    "accumulator": jr.accumulator,
+    "lstm": jr.lstm,
+    "lstm1997": jr.lstm1997,
+    "gru": jr.gru,
+    "mgu": jr.mgu,
+    "mrnn": jr.mrnn,
+    "min_gru": jr.min_gru,
+    "min_lstm": jr.min_lstm,
+    "lru": jr.lru,
+    "bn_lstm": lambda h, **kw: jr.bn_lstm(h, **({"max_steps": 4} | kw)),
+    "ln_lstm": jr.ln_lstm,
+}
+
+CASES: list = []
+
+
+def case(name, call, exc, *match):
+    CASES.append(pytest.param(call, exc, match, id=name))
+
+
+# ---- factories: hidden_size, and every hyper-parameter -------------------------------------------
+
+for fname, make in FACTORIES.items():
+    for bad, exc in (
+        ("8", TypeError),
+        (2.5, TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        (0, ValueError),
+    ):
+        case(f"{fname}-hidden_size-{bad!r}", lambda m=make, b=bad: m(b), exc, f"{fname}: hidden_size")
+    case(f"{fname}-hidden_size--3", lambda m=make: m(-3), ValueError, "hidden_size", "positive int")
+
+for fname in ("lstm", "ln_lstm", "bn_lstm"):
+    make = FACTORIES[fname]
+    for bad, exc in (
+        ("one", TypeError),
+        (NAN, ValueError),
+        (INF, ValueError),
+        (np.array([1.0, 2.0]), TypeError),
+    ):
+        case(f"{fname}-forget_bias-{bad!r}", lambda m=make, b=bad: m(4, forget_bias=b), exc, "forget_bias")
+for fname in ("ln_lstm", "bn_lstm"):
+    make = FACTORIES[fname]
+    for bad, exc in (("small", TypeError), (0.0, ValueError), (-1e-5, ValueError), (NAN, ValueError)):
+        case(f"{fname}-eps-{bad!r}", lambda m=make, b=bad: m(4, eps=b), exc, "eps")
+for fname in ("elman", "ctrnn", "mrnn"):
+    make = FACTORIES[fname]
+    case(f"{fname}-activation-name", lambda m=make: m(4, activation="softsign"), ValueError, "activation")
+    case(f"{fname}-activation-type", lambda m=make: m(4, activation=3), TypeError, "activation")
+for fname in ("elman", "ctrnn", "lstm", "gru", "mgu", "mrnn", "lstm1997", "ln_lstm", "bn_lstm"):
+    make = FACTORIES[fname]
+    for arg in ("kernel_init", "recurrent_init", "bias_init"):
+        case(f"{fname}-{arg}", lambda m=make, a=arg: m(4, **{a: "nope"}), ValueError, arg)
+for fname in ("min_gru", "min_lstm"):
+    make = FACTORIES[fname]
+    case(f"{fname}-log_space", lambda m=make: m(4, log_space="yes"), TypeError, "log_space")
+    case(f"{fname}-kernel_init", lambda m=make: m(4, kernel_init="nope"), ValueError, "kernel_init")
+case("lstm-peepholes", lambda: jr.lstm(4, peepholes=1), TypeError, "lstm: peepholes")
+case("gru-reset_after", lambda: jr.gru(4, reset_after="yes"), TypeError, "gru: reset_after")
+for bad, exc in (
+    ("fast", TypeError),
+    (0.0, ValueError),
+    (1.5, ValueError),
+    (NAN, ValueError),
+    (-0.1, ValueError),
+):
+    case(f"ctrnn-alpha-{bad!r}", lambda b=bad: jr.ctrnn(4, b), exc, "ctrnn: alpha")
+case("ctrnn-dt-tau-missing", lambda: jr.ctrnn(4, dt=0.1), ValueError, "ctrnn", "tau")
+case("ctrnn-dt-str", lambda: jr.ctrnn(4, dt="a", tau=1.0), TypeError, "ctrnn: dt")
+case("ctrnn-tau-zero", lambda: jr.ctrnn(4, dt=0.1, tau=0.0), ValueError, "ctrnn: tau")
+case("ctrnn-both", lambda: jr.ctrnn(4, 0.5, dt=0.1, tau=1.0), ValueError, "ctrnn", "alpha")
+for arg, bad, exc in (("gain", "one", TypeError), ("gain", NAN, ValueError), ("input_std", -1.0, ValueError)):
+    case(f"irnn-{arg}-{bad!r}", lambda a=arg, b=bad: jr.irnn(4, **{a: b}), exc, f"irnn: {arg}")
+case("accumulator-kind", lambda: jr.accumulator(4, "max"), ValueError, "accumulator: kind")
+case("accumulator-dtype", lambda: jr.accumulator(4, dtype=jnp.int32), TypeError, "accumulator: dtype")
+case("lstm1997-block_size", lambda: jr.lstm1997(4, 3), ValueError, "block_size")
+case("lstm1997-block_size-type", lambda: jr.lstm1997(4, 1.5), TypeError, "lstm1997: block_size")
+case(
+    "lstm1997-input_gate_bias",
+    lambda: jr.lstm1997(4, 2, input_gate_bias=[1.0, 2.0, 3.0]),
+    ValueError,
+    "input_gate_bias",
+)
+case(
+    "lstm1997-input_gate_bias-str", lambda: jr.lstm1997(4, input_gate_bias="a"), TypeError, "input_gate_bias"
+)
+case("mrnn-factor_size", lambda: jr.mrnn(4, 0), ValueError, "mrnn: factor_size")
+for arg, bad, exc in (
+    ("r_min", "a", TypeError),
+    ("r_min", 1.0, ValueError),
+    ("r_max", NAN, ValueError),
+    ("r_max", 1.5, ValueError),
+    ("max_phase", 0.0, ValueError),
+    ("max_phase", INF, ValueError),
+):
+    case(f"lru-{arg}-{bad!r}", lambda a=arg, b=bad: jr.lru(4, **{"r_min": 0.5, a: b}), exc, "lru", arg)
+case("bn_lstm-max_steps", lambda: jr.bn_lstm(4, 0), ValueError, "bn_lstm: max_steps")
+case("bn_lstm-gamma_init", lambda: jr.bn_lstm(4, 3, gamma_init="a"), TypeError, "bn_lstm: gamma_init")
+case(
+    "bn_lstm-statistics", lambda: jr.bn_lstm(4, 3, statistics={"mean_x": 0}), TypeError, "bn_lstm: statistics"
+)
+
+# ---- a cell's init and initial_carry -------------------------------------------------------------
+
+CELL = jr.lstm(4)
+PARAMS = CELL.init(KEY, 3)
+XS = jnp.ones((5, 2, 3), F32)
+for bad, exc, arg in (
+    (0, TypeError, "key"),
+    ("key", TypeError, "key"),
+    (jnp.zeros(3), TypeError, "key"),
+):
+    case(f"init-key-{type(bad).__name__}", lambda b=bad: CELL.init(b, 3), exc, "lstm.init", arg)
+for bad, exc in (("3", TypeError), (0, ValueError), (2.5, TypeError), (True, TypeError)):
+    case(f"init-input_size-{bad!r}", lambda b=bad: CELL.init(KEY, b), exc, "lstm.init: input_size")
+for bad in ("floatish", jnp.int32, bool):
+    case(f"init-dtype-{bad!r}", lambda b=bad: CELL.init(KEY, 3, b), TypeError, "lstm.init: dtype")
+for bad in (3, (-1,), ("a",), (2.0,), None):
+    case(
+        f"initial_carry-batch_shape-{bad!r}",
+        lambda b=bad: CELL.initial_carry(PARAMS, b),
+        TypeError,
+        "batch_shape",
+    )
+
+# ---- unroll (and what it shares with every consumer) ---------------------------------------------
+
+
+def unroll(**kw):
+    args = {"cell": CELL, "params": PARAMS, "xs": XS} | kw
+    return jr.unroll(args.pop("cell"), args.pop("params"), args.pop("xs"), **args)
+
+
+for name, kw, exc, arg in (
+    ("cell-fn", dict(cell=jr.lstm), TypeError, "cell"),
+    ("cell-layer", dict(cell=jr.stack(jr.lstm(4))), TypeError, "deep_rnn"),
+    (
+        "params-missing",
+        dict(params={k: v for k, v in PARAMS.items() if k != "W_hh"}),
+        ValueError,
+        'params["W_hh"]',
+    ),
+    (
+        "params-shape",
+        dict(params={**PARAMS, "W_hh": jnp.zeros((4, 8))}),
+        ValueError,
+        'params["W_hh"] must have shape (4, 16)',
+    ),
+    ("params-dtype", dict(params={**PARAMS, "b": jnp.zeros(16, jnp.int32)}), TypeError, 'params["b"]'),
+    ("params-extra", dict(params={**PARAMS, "W": jnp.zeros(3)}), ValueError, 'params["W"]'),
+    ("params-none", dict(params=None), ValueError, "params"),
+    ("xs-rank", dict(xs=jnp.ones((5,))), ValueError, "xs"),
+    ("xs-features", dict(xs=jnp.ones((5, 2, 4))), ValueError, "xs must have shape (T, *batch, 3)"),
+    ("xs-complex", dict(xs=jnp.ones((5, 2, 3), jnp.complex64)), TypeError, "xs"),
+    ("xs-empty", dict(xs=jnp.ones((0, 2, 3))), ValueError, "xs"),
+    ("xs-bool", dict(xs=jnp.ones((5, 2, 3), bool)), TypeError, "xs"),
+    ("carry-shape", dict(carry=jr.LSTMCarry(jnp.zeros((3, 4)), jnp.zeros((3, 4)))), ValueError, "carry"),
+    ("carry-structure", dict(carry=jnp.zeros((2, 4))), ValueError, "carry"),
+    (
+        "carry-int",
+        dict(carry=jr.LSTMCarry(jnp.zeros((2, 4), int), jnp.zeros((2, 4), int))),
+        TypeError,
+        "carry",
+    ),
+    ("carry-nan", dict(carry=jr.LSTMCarry(jnp.full((2, 4), NAN), jnp.zeros((2, 4)))), ValueError, "carry"),
+    ("lengths-float", dict(lengths=jnp.array([5.0, 3.0])), TypeError, "lengths"),
+    ("lengths-shape", dict(lengths=jnp.array([5, 3, 1])), ValueError, "lengths"),
+    ("lengths-range", dict(lengths=jnp.array([6, 3])), ValueError, "lengths"),
+    ("lengths-negative", dict(lengths=jnp.array([-1, 3])), ValueError, "lengths"),
+    ("resets-int", dict(resets=jnp.zeros((5, 2), int)), TypeError, "resets"),
+    ("resets-shape", dict(resets=jnp.zeros((5, 3), bool)), ValueError, "resets"),
+    ("reverse-str", dict(reverse="yes"), TypeError, "reverse"),
+    ("reverse-int", dict(reverse=1), TypeError, "reverse"),
+    ("time_axis-str", dict(time_axis="0"), TypeError, "time_axis"),
+    ("time_axis-range", dict(time_axis=5), ValueError, "time_axis"),
+    ("time_axis-features", dict(time_axis=-1), ValueError, "time_axis"),
+    ("time_axis-float", dict(time_axis=0.0), TypeError, "time_axis"),
+    ("unroll-str", dict(unroll="2"), TypeError, "unroll"),
+    ("unroll-zero", dict(unroll=0), ValueError, "unroll"),
+    ("unroll-float", dict(unroll=1.5), TypeError, "unroll"),
+    ("remat-str", dict(remat="yes"), TypeError, "remat"),
+    ("fused-str", dict(fused="yes"), TypeError, "fused"),
+    ("fused-int", dict(fused=1), TypeError, "fused"),
+    ("t0-float", dict(t0=1.5), TypeError, "t0"),
+    ("t0-negative", dict(t0=-1), ValueError, "t0"),
+    ("t0-shape", dict(t0=jnp.zeros(3, int)), TypeError, "t0"),
+    (
+        "probes-shape",
+        dict(probes=jr.LSTMCarry(jnp.zeros((4, 2, 4)), jnp.zeros((5, 2, 4)))),
+        ValueError,
+        "probes",
+    ),
+    ("schedule-short", dict(cell=jr.truncate(CELL, tr.every(2, 3))), ValueError, "truncation schedule"),
+):
+    case(f"unroll-{name}", lambda kw=kw: unroll(**kw), exc, "unroll", arg)
+
+# trajectory and state_gradients check the same things and name themselves
+case(
+    "trajectory-xs",
+    lambda: (
+        jr.unroll.__module__
+        and __import__("jaxrnn.unroll", fromlist=["_"]).trajectory(CELL, PARAMS, jnp.ones((5, 2, 4)))
+    ),
+    ValueError,
+    "trajectory: xs",
+)
+case(
+    "trajectory-kwarg",
+    lambda: __import__("jaxrnn.unroll", fromlist=["_"]).trajectory(CELL, PARAMS, XS, lenghts=None),
+    TypeError,
+    "trajectory",
+    "lenghts",
+)
+
+# ---- transforms ----------------------------------------------------------------------------------
+
+case("truncate-cell", lambda: jr.truncate(jr.lstm, tr.every(2, 5)), TypeError, "truncate: cell")
+case("truncate-cuts-int", lambda: jr.truncate(CELL, jnp.zeros(5, int)), ValueError, "truncate: cuts")
+case("truncate-cuts-2d", lambda: jr.truncate(CELL, jnp.zeros((5, 2), bool)), ValueError, "truncate: cuts")
+case("truncate-cuts-empty", lambda: jr.truncate(CELL, jnp.zeros(0, bool)), ValueError, "truncate: cuts")
+for name, kw, exc, arg in (
+    ("rate-str", dict(rate="half"), TypeError, "rate"),
+    ("rate-one", dict(rate=1.0), ValueError, "rate"),
+    ("rate-nan", dict(rate=NAN), ValueError, "rate"),
+    ("rate-negative", dict(rate=-0.1), ValueError, "rate"),
+    ("rate-bool", dict(rate=True), TypeError, "rate"),
+    ("key-int", dict(key=0), TypeError, "key"),
+    ("key-shape", dict(key=jax.random.split(KEY, 2)), TypeError, "key"),
+    ("key-typed-shape", dict(key=jax.random.split(jax.random.key(0), 2)), ValueError, "key"),
+    ("kind", dict(kind="zoneout"), ValueError, "kind"),
+    ("per", dict(per="batch"), ValueError, "per"),
+    ("deterministic", dict(deterministic="no"), TypeError, "deterministic"),
+    ("cell-ctrnn", dict(cell=jr.ctrnn(4, 0.5)), ValueError, "does not support"),
+    (
+        "cell-twice",
+        dict(cell=jr.recurrent_dropout(CELL, 0.1, KEY)),
+        ValueError,
+        "already has recurrent dropout",
+    ),
+    ("cell-type", dict(cell=3), TypeError, "cell"),
+):
+
+    def dropout(kw=kw):
+        args = {"cell": CELL, "rate": 0.25, "key": KEY} | kw
+        return jr.recurrent_dropout(args.pop("cell"), args.pop("rate"), args.pop("key"), **args)
+
+    case(f"recurrent_dropout-{name}", dropout, exc, "recurrent_dropout", arg)
+case(
+    "learned_initial_state-cell",
+    lambda: jr.learned_initial_state("lstm"),
+    TypeError,
+    "learned_initial_state: cell",
+)
+case(
+    "learned_initial_state-init",
+    lambda: jr.learned_initial_state(CELL, "nope"),
+    ValueError,
+    "learned_initial_state: init",
+)
+case("deep_rnn-empty", lambda: jr.deep_rnn(), ValueError, "deep_rnn")
+case("deep_rnn-cell", lambda: jr.deep_rnn(CELL, "gru"), TypeError, "deep_rnn: cell")
+case("deep_rnn-skip", lambda: jr.deep_rnn(CELL, skip="yes"), TypeError, "deep_rnn: skip")
+case(
+    "deep_rnn-skip-width",
+    lambda: jr.deep_rnn(jr.lstm(4), jr.lstm(5), skip=True).init(KEY, 3),
+    ValueError,
+    "deep_rnn",
+    "skip",
+)
+case("deep_rnn-params", lambda: jr.unroll(jr.deep_rnn(CELL, CELL), (PARAMS,), XS), ValueError, "params")
+case(
+    "custom-name",
+    lambda: jr.cells.custom(3, init=len, initial_carry=len, recur=len, output=len),
+    TypeError,
+    "custom: name",
+)
+case(
+    "custom-recur",
+    lambda: jr.cells.custom("c", init=len, initial_carry=len, recur=1, output=len),
+    TypeError,
+    "custom: recur",
+)
+
+# ---- consumers -----------------------------------------------------------------------------------
+
+
+def mse(ys):
+    return jnp.mean(ys**2)
+
+
+for name, call, exc, arg in (
+    ("loss_fn-type", lambda: jr.state_gradients(CELL, PARAMS, XS, "mse"), TypeError, "loss_fn"),
+    (
+        "loss_fn-vector",
+        lambda: jr.state_gradients(CELL, PARAMS, XS, lambda ys: ys[0, 0]),
+        ValueError,
+        "loss_fn",
+    ),
+    (
+        "loss_fn-int",
+        lambda: jr.state_gradients(CELL, PARAMS, XS, lambda ys: jnp.sum(ys > 0)),
+        TypeError,
+        "loss_fn",
+    ),
+    (
+        "kwarg",
+        lambda: jr.state_gradients(CELL, PARAMS, XS, mse, lenghts=jnp.array([5, 2])),
+        TypeError,
+        "lenghts",
+    ),
+    (
+        "return_states",
+        lambda: jr.state_gradients(CELL, PARAMS, XS, mse, return_states=1),
+        TypeError,
+        "return_states",
+    ),
+    ("params", lambda: jr.state_gradients(CELL, {}, XS, mse), ValueError, "params"),
+):
+    case(f"state_gradients-{name}", call, exc, "state_gradients", arg)
+for name, call, exc, arg in (
+    ("reduce", lambda: jr.gradient_flow(CELL, PARAMS, XS, mse, reduce="max"), ValueError, "reduce"),
+    ("kwarg", lambda: jr.gradient_flow(CELL, PARAMS, XS, mse, revers=True), TypeError, "revers"),
+    ("params", lambda: jr.gradient_flow(CELL, {**PARAMS, "b": jnp.zeros(3)}, XS, mse), ValueError, "params"),
+    ("xs", lambda: jr.gradient_flow(CELL, PARAMS, jnp.ones((5, 2, 2)), mse), ValueError, "xs"),
+):
+    case(f"gradient_flow-{name}", call, exc, "gradient_flow", arg)
+for name, kw, exc, arg in (
+    ("bound-str", dict(bound="small"), TypeError, "bound"),
+    ("bound-negative", dict(bound=-1.0), ValueError, "bound"),
+    ("bound-nan", dict(bound=NAN), ValueError, "bound"),
+    ("squared", dict(squared="yes"), TypeError, "squared"),
+    ("lengths", dict(lengths=jnp.array([1.0, 2.0])), TypeError, "lengths"),
+    ("resets", dict(resets=jnp.zeros((5, 2), int)), TypeError, "resets"),
+    ("time_axis", dict(time_axis=2), ValueError, "time_axis"),
+):
+    case(f"pascanu-{name}", lambda kw=kw: jr.pascanu(CELL, PARAMS, XS, mse, **kw), exc, "pascanu", arg)
+case("pascanu-loss_fn", lambda: jr.pascanu(CELL, PARAMS, XS, None), TypeError, "pascanu: loss_fn")
+case("pascanu-params", lambda: jr.pascanu(CELL, {}, XS, mse), ValueError, "pascanu: params")
+for name, args, exc, arg in (
+    ("k1-zero", (0, 2), ValueError, "k1"),
+    ("k1-str", ("2", 2), TypeError, "k1"),
+    ("k2-float", (2, 2.5), TypeError, "k2"),
+    ("k2-less", (3, 2), ValueError, "k2"),
+):
+    case(f"tbptt-{name}", lambda a=args: jr.tbptt(CELL, PARAMS, XS, *a), exc, "tbptt", arg)
+case("tbptt-params", lambda: jr.tbptt(CELL, {}, XS, 2, 2), ValueError, "tbptt: params")
+case(
+    "tbptt-lengths",
+    lambda: jr.tbptt(CELL, PARAMS, XS, 2, 2, lengths=jnp.array([9, 1])),
+    ValueError,
+    "tbptt: lengths",
+)
+case("tbptt-unroll", lambda: jr.tbptt(CELL, PARAMS, XS, 2, 2, unroll="a"), TypeError, "unroll")
+
+X1 = jnp.ones((6, 3), F32)
+for fn in (dg.step_jacobians, dg.jacobian_norms, dg.lyapunov_spectrum):
+    name = fn.__name__
+    case(f"{name}-batched", lambda f=fn: f(CELL, PARAMS, XS), ValueError, name, "xs")
+    case(f"{name}-features", lambda f=fn: f(CELL, PARAMS, jnp.ones((6, 2))), ValueError, name, "xs")
+    case(f"{name}-params", lambda f=fn: f(CELL, {}, X1), ValueError, name, "params")
+    case(f"{name}-carry", lambda f=fn: f(CELL, PARAMS, X1, jnp.zeros(4)), ValueError, name, "carry")
+    case(f"{name}-layer", lambda f=fn: f(jr.stack(CELL), (PARAMS,), X1), TypeError, name, "deep_rnn")
+case(
+    "jacobian_norms-ord",
+    lambda: dg.jacobian_norms(CELL, PARAMS, X1, ord=3),
+    ValueError,
+    "jacobian_norms: ord",
+)
+case("jacobian_norms-ord-bool", lambda: dg.jacobian_norms(CELL, PARAMS, X1, ord=True), ValueError, "ord")
+for name, kw, exc, arg in (
+    ("k-zero", dict(k=0), ValueError, "k"),
+    ("k-large", dict(k=9), ValueError, "k"),
+    ("k-str", dict(k="2"), TypeError, "k"),
+    ("reorth_every", dict(reorth_every=0), ValueError, "reorth_every"),
+    ("burn_in-negative", dict(burn_in=-1), ValueError, "burn_in"),
+    ("burn_in-large", dict(burn_in=6), ValueError, "burn_in"),
+    ("burn_in-float", dict(burn_in=1.0), TypeError, "burn_in"),
+):
+    case(
+        f"lyapunov_spectrum-{name}",
+        lambda kw=kw: dg.lyapunov_spectrum(CELL, PARAMS, X1, **kw),
+        exc,
+        "lyapunov_spectrum",
+        arg,
+    )
+W = jnp.ones((3, 3), F32)
+for name, call, exc, arg in (
+    ("spectral_radius-shape", lambda: dg.spectral_radius(jnp.ones((3, 4))), ValueError, "W"),
+    ("spectral_radius-rank", lambda: dg.spectral_radius(jnp.ones(3)), ValueError, "W"),
+    ("spectral_radius-complex", lambda: dg.spectral_radius(W.astype(jnp.complex64)), TypeError, "W"),
+    ("spectral_radius-method", lambda: dg.spectral_radius(W, method="qr"), ValueError, "method"),
+    ("spectral_radius-num_iters", lambda: dg.spectral_radius(W, "power", 0), ValueError, "num_iters"),
+    ("spectral_radius-num_iters-float", lambda: dg.spectral_radius(W, "power", 2.5), TypeError, "num_iters"),
+    ("spectral_radius-empty", lambda: dg.spectral_radius(jnp.ones((0, 0))), ValueError, "W"),
+    ("max_singular_value-rank", lambda: dg.max_singular_value(jnp.ones(3)), ValueError, "W"),
+    ("max_singular_value-str", lambda: dg.max_singular_value("W"), TypeError, "W"),
+    (
+        "kaplan_yorke_dimension-rank",
+        lambda: dg.kaplan_yorke_dimension(jnp.ones((2, 2))),
+        ValueError,
+        "exponents",
+    ),
+    ("kaplan_yorke_dimension-empty", lambda: dg.kaplan_yorke_dimension(jnp.ones(0)), ValueError, "exponents"),
+    ("gradient_bound-cell", lambda: dg.gradient_bound(CELL, PARAMS, 3), ValueError, "Elman-type"),
+    (
+        "gradient_bound-max_lag",
+        lambda: dg.gradient_bound(jr.elman(3), jr.elman(3).init(KEY, 2), -1),
+        ValueError,
+        "max_lag",
+    ),
+    (
+        "gradient_bound-activation",
+        lambda: dg.gradient_bound(jr.elman(3), jr.elman(3).init(KEY, 2), 3, "nope"),
+        ValueError,
+        "activation",
+    ),
+    (
+        "gradient_bound-gamma",
+        lambda: dg.gradient_bound(jr.elman(3), jr.elman(3).init(KEY, 2), 3, -1.0),
+        ValueError,
+        "activation",
+    ),
+    ("gradient_bound-params", lambda: dg.gradient_bound(jr.elman(3), {}, 3), TypeError, "params"),
+):
+    case(name, call, exc, name.split("-")[0], arg)
+
+# ---- layers --------------------------------------------------------------------------------------
+
+BI = jr.bidirectional(jr.lstm(4), jr.gru(4))
+BI_P = BI.init(KEY, 3)
+case("layer-cell", lambda: jr.layer("lstm"), TypeError, "layer: cell")
+case("bidirectional-forward", lambda: jr.bidirectional("lstm"), TypeError, "bidirectional")
+case(
+    "bidirectional-params-keys",
+    lambda: BI.apply({"forward": BI_P["forward"]}, XS),
+    ValueError,
+    "bidirectional.apply: params",
+)
+case(
+    "bidirectional-params-swapped",
+    lambda: BI.apply({"forward": BI_P["backward"], "backward": BI_P["forward"]}, XS),
+    ValueError,
+    'params["forward"]',
+)
+case(
+    "bidirectional-params-shape",
+    lambda: BI.apply({**BI_P, "backward": {**BI_P["backward"], "b_hn": jnp.zeros(5)}}, XS),
+    ValueError,
+    'params["backward"]["b_hn"]',
+)
+STACK = jr.stack(jr.lstm(4), jr.gru(4))
+ST_P = STACK.init(KEY, 3)
+case("stack-empty", lambda: jr.stack(), ValueError, "stack")
+case("stack-layer-type", lambda: jr.stack("lstm"), TypeError, "stack")
+case("stack-dropout-str", lambda: jr.stack(CELL, dropout="half"), TypeError, "stack: dropout")
+case("stack-dropout-one", lambda: jr.stack(CELL, dropout=1.0), ValueError, "stack: dropout")
+case("stack-dropout-nan", lambda: jr.stack(CELL, dropout=NAN), ValueError, "stack: dropout")
+case("stack-skip", lambda: jr.stack(CELL, skip="yes"), TypeError, "stack: skip")
+case("stack-params-count", lambda: STACK.apply((ST_P[0],), XS), ValueError, "stack: params")
+case(
+    "stack-params-shape",
+    lambda: STACK.apply((ST_P[0], {**ST_P[1], "W_hh": jnp.zeros((4, 4))}), XS),
+    ValueError,
+    'params[1]["W_hh"]',
+)
+
+# ---- schedules, chunked TBPTT --------------------------------------------------------------------
+
+for name, call, exc, arg in (
+    ("every-k", lambda: tr.every(0, 5), ValueError, "k"),
+    ("every-k-float", lambda: tr.every(2.5, 5), TypeError, "k"),
+    ("every-length", lambda: tr.every(2, 0), ValueError, "length"),
+    ("every-offset", lambda: tr.every(2, 5, offset=1.5), TypeError, "offset"),
+    ("every-offset-str", lambda: tr.every(2, 5, offset="1"), TypeError, "offset"),
+    ("no_cuts-length", lambda: tr.no_cuts(0), ValueError, "length"),
+    ("random_lengths-order", lambda: tr.random_lengths(KEY, 5, 3, 2), ValueError, "k_max"),
+    ("random_lengths-k_min", lambda: tr.random_lengths(KEY, 5, 0, 2), ValueError, "k_min"),
+    ("random_lengths-length", lambda: tr.random_lengths(KEY, "5", 1, 2), TypeError, "length"),
+    ("chunked-loss_fn", lambda: tr.chunked(None, optax.sgd(0.1), 2), TypeError, "loss_fn"),
+    ("chunked-optimizer", lambda: tr.chunked(mse, "sgd", 2), TypeError, "optimizer"),
+    ("chunked-chunk_size", lambda: tr.chunked(mse, optax.sgd(0.1), 0), ValueError, "chunk_size"),
+):
+    case(name, call, exc, name.split("-")[0], arg)
+
+# ---- initialisers and activations ----------------------------------------------------------------
+
+for name, call, exc, arg in (
+    ("normal-str", lambda: inits.normal("a"), TypeError, "std"),
+    ("normal-negative", lambda: inits.normal(-1.0), ValueError, "std"),
+    ("normal-nan", lambda: inits.normal(NAN), ValueError, "std"),
+    ("uniform-str", lambda: inits.uniform("a"), TypeError, "scale"),
+    ("uniform-inf", lambda: inits.uniform(INF), ValueError, "scale"),
+    ("torch_uniform-zero", lambda: inits.torch_uniform(0), ValueError, "hidden_size"),
+    ("torch_uniform-float", lambda: inits.torch_uniform(2.0), TypeError, "hidden_size"),
+    ("identity-str", lambda: inits.identity("one"), TypeError, "gain"),
+    ("identity-shape", lambda: inits.identity()(KEY, (3, 4)), ValueError, "square"),
+    ("orthogonal-scale", lambda: inits.orthogonal("x"), TypeError, "scale"),
+    ("sparse-n_nonzero", lambda: inits.sparse(0), ValueError, "n_nonzero"),
+    ("sparse-spectral_radius", lambda: inits.sparse(spectral_radius=-1), ValueError, "spectral_radius"),
+    ("sparse-spectral_radius-nan", lambda: inits.sparse(spectral_radius=NAN), ValueError, "spectral_radius"),
+    ("sparse-per", lambda: inits.sparse(per="both"), ValueError, "per"),
+    ("sparse-std", lambda: inits.sparse(std="a"), TypeError, "std"),
+):
+    case(name, call, exc, name.split("-")[0], arg)
+case("initialisers-get", lambda: inits.get("nope", "lstm: kernel_init"), ValueError, "lstm: kernel_init")
+case(
+    "activations-name",
+    lambda: jr.activations.get("swish", "elman: activation"),
+    ValueError,
+    "elman: activation",
+)
+case("activations-type", lambda: jr.activations.get(3.0, "elman: activation"), TypeError, "elman: activation")
+
+# ---- losses --------------------------------------------------------------------------------------
+
+P3 = jnp.ones((5, 2, 1))
+for name, call, exc, arg in (
+    (
+        "transducer-reduction",
+        lambda: losses.transducer(optax.l2_loss, P3, P3, reduction="max"),
+        ValueError,
+        "reduction",
+    ),
+    (
+        "transducer-targets",
+        lambda: losses.transducer(optax.l2_loss, P3, jnp.ones((4, 2, 1))),
+        ValueError,
+        "targets",
+    ),
+    (
+        "transducer-lengths",
+        lambda: losses.transducer(optax.l2_loss, P3, P3, jnp.array([6, 1])),
+        ValueError,
+        "lengths",
+    ),
+    ("transducer-loss", lambda: losses.transducer("l2", P3, P3), TypeError, "loss"),
+    (
+        "acceptor-reduction",
+        lambda: losses.acceptor(optax.l2_loss, P3, jnp.ones((2, 1)), reduction="x"),
+        ValueError,
+        "reduction",
+    ),
+    ("acceptor-targets", lambda: losses.acceptor(optax.l2_loss, P3, jnp.ones((3, 1))), ValueError, "targets"),
+    ("encode-kwarg", lambda: losses.encode(CELL, PARAMS, XS, length=3), TypeError, "length"),
+    ("encode-params", lambda: losses.encode(CELL, {}, XS), ValueError, "params"),
+    ("last_valid-lengths", lambda: losses.last_valid(P3, jnp.array([1.5, 2.0])), TypeError, "lengths"),
+    ("valid_mask-T", lambda: losses.valid_mask(jnp.array([1, 2]), 0), ValueError, "T"),
+):
+    case(name, call, exc, name.split("-")[0], arg)
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), CASES)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    for m in match:
+        assert m in message, f"{m!r} not in {message!r}"
+
+
+def test_the_catalogue_is_large():
+    assert len(CASES) >= 200, len(CASES)
+
+
+# ---- property tests: what is not a positive int, a rate or a finite number is refused -------------
+
+not_positive_int = st.one_of(
+    st.integers(max_value=0),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=not_positive_int, factory=st.sampled_from(sorted(FACTORIES)))
+def test_hidden_size_that_is_not_a_positive_int_is_refused(value, factory):
+    with pytest.raises((TypeError, ValueError), match=f"{factory}: hidden_size"):
+        FACTORIES[factory](value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(st.floats().filter(lambda r: not 0 <= r < 1), st.text(max_size=3), st.booleans()))
+def test_rate_outside_zero_one_is_refused(value):
+    with pytest.raises((TypeError, ValueError), match="recurrent_dropout: rate"):
+        jr.recurrent_dropout(CELL, value, KEY)
+
+
+@settings(max_examples=10, deadline=None)
+@given(value=st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_non_finite_hyper_parameters_are_refused(value):
+    for call in (
+        lambda: jr.lstm(4, forget_bias=value),
+        lambda: jr.irnn(4, gain=value),
+        lambda: jr.pascanu(CELL, PARAMS, XS, mse, bound=value),
+        lambda: inits.normal(value),
+    ):
+        with pytest.raises(ValueError, match="finite|>= 0"):
+            call()
