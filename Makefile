@@ -8,14 +8,14 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
-.PHONY: test demo notebooks lint format install clean
+.PHONY: test demo notebooks docs lint format install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test,experiments]'
+	$(BIN)/python -m pip install -q -e '.[test,experiments,flax,equinox]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +35,16 @@ notebooks: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[notebooks]'
 	$(BIN)/python notebooks/run.py --sync
 	$(BIN)/jupyter lab notebooks/
+
+# The API reference, generated from the docstrings by pdoc (no config files): build/docs/index.html.
+# jaxrnn.nnx/.linen/.eqx are named since jaxrnn's __all__ (which pdoc follows) leaves them out; the
+# deprecated alias jaxrnn.initializers is left out. tests/test_docs.py builds the same with warnings as errors.
+DOCS_MODULES := jaxrnn jaxrnn.nnx jaxrnn.linen jaxrnn.eqx '!jaxrnn\.initializers$$'
+docs: $(STAMP)
+	@$(BIN)/python -c 'import pdoc' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[docs]'
+	rm -rf build/docs
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(BIN)/python -m pdoc --docformat google -o build/docs $(DOCS_MODULES)
+	@echo "API reference: $(CURDIR)/build/docs/index.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check jaxrnn tests experiments notebooks

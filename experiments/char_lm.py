@@ -499,7 +499,7 @@ def main(argv=None):
         with open(os.path.join(result.run_dir, "samples.txt"), "w", encoding="utf-8") as f:
             for temp, text in samples.items():
                 f.write(f"--- temperature {temp}, primed with {config.prime!r} ---\n{config.prime}{text}\n\n")
-        plots.plot_run(result.run_dir)
+        plots.plot_run(result.run_dir, error_label=tasks.describe_error(task))
         print(f"\nrun directory: {result.run_dir}")
     return results
 

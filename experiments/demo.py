@@ -141,7 +141,7 @@ def train_method(config: Config, method: str, run_root: str) -> dict:
         result = e.result
     last = result.rows[-1]
     flows = runner.read_jsonl(os.path.join(result.run_dir, "gradient_flow.jsonl"))
-    plots.plot_run(result.run_dir)
+    plots.plot_run(result.run_dir, error_label=tasks.describe_error(task))
     return {
         "method": method,
         "updates": result.step,
@@ -157,8 +157,14 @@ def train_method(config: Config, method: str, run_root: str) -> dict:
     }
 
 
+RHO_NOTE = "rho(W_hh) applies to the Elman-type RNNs only: '-' for the LSTM, whose W_hh (H, 4H) is not square"
+ERROR_NOTE = "error: fraction of the held-out sequences whose pair (AA, AB, BA, BB) is classified wrong"
+
+
 def format_table(results) -> str:
-    """``method  updates  error  rho(W_hh)  Omega  seconds`` (rho ``-`` for the LSTM: W_hh is not square)."""
+    """``method  updates  error  rho(W_hh)  Omega  seconds``, then a line saying what ``error`` is
+    (:data:`ERROR_NOTE`) and, when a row shows rho as ``-`` (the LSTM: its W_hh is not square), why
+    (:data:`RHO_NOTE`)."""
     head = f"{'method':<16}{'updates':>8}{'error':>8}{'rho(W_hh)':>11}{'Omega':>8}{'seconds':>9}"
     lines = [head, "-" * len(head)]
     fmt = lambda v, w, p: f"{'-':>{w}}" if v is None or math.isnan(v) else f"{v:>{w}.{p}f}"
@@ -169,6 +175,9 @@ def format_table(results) -> str:
             + ("  solved" if r["solved"] else "")
             + (f"  diverged at {r['diverged_at']}" if r.get("diverged_at") is not None else "")
         )
+    lines.append(ERROR_NOTE)
+    if any(r["method"] == "LSTM" and (r["rho"] is None or math.isnan(r["rho"])) for r in results):
+        lines.append(RHO_NOTE)
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """PNG plots of a run's metrics (matplotlib, Agg backend; imported inside the functions).
 
-* :func:`plot_losses` -- loss and task error against updates;
+* :func:`plot_losses` -- loss and task error against updates (``error_label`` says what the error is);
 * :func:`plot_dynamics` -- ``rho(W_hh)`` and Pascanu's Omega against updates;
 * :func:`plot_gradient_flow` -- the curve ``||dL/dh_k||`` against ``k``, at the start and the end;
 * :func:`plot_success` -- for sweeps, the success rate against the sequence length;
@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "error_axis_label",
     "plot_dynamics",
     "plot_gradient_flow",
     "plot_losses",
@@ -50,6 +51,14 @@ def save_figure(fig, path: str) -> str:
     return path
 
 
+_LEGEND = {
+    "loss": "loss (training batch)",
+    "eval_loss": "eval_loss (held-out batch)",
+    "error": "error (training batch)",
+    "eval_error": "eval_error (held-out batch)",
+}
+
+
 def _curves_plot(rows, panels, path, title) -> str | None:
     """One panel per ``(ylabel, keys, log_y)`` that has data; each key a line against ``step``."""
     panels = [(label, [k for k in keys if _series(rows, k)[0]], log) for label, keys, log in panels]
@@ -60,7 +69,7 @@ def _curves_plot(rows, panels, path, title) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for ax, (label, keys, log) in zip(axes[0], panels):
         for k in keys:
-            ax.plot(*_series(rows, k), label=k)
+            ax.plot(*_series(rows, k), label=_LEGEND.get(k, k))
         ax.set_xlabel("updates")
         ax.set_ylabel(label)
         if log and all(v > 0 for k in keys for v in _series(rows, k)[1]):
@@ -71,11 +80,30 @@ def _curves_plot(rows, panels, path, title) -> str | None:
     return save_figure(fig, path)
 
 
-def plot_losses(rows: Sequence[Mapping], path: str, title: str = "") -> str | None:
-    """Loss (log scale) and task error (``error``, ``eval_error``, ``eval_loss`` if present) vs updates."""
+def error_axis_label(error_label: str | None = None, width: int = 34) -> str:
+    """The y label of an error panel: ``"error: <what it is>"`` wrapped to ``width`` characters a line,
+    e.g. ``"error: fraction of sequences whose\nsquared error is above 0.04"``; a trailing note in
+    parentheses (a source, say) is left out of the axis."""
+    import re
+    import textwrap
+
+    what = re.sub(r"\s*\([^()]*\)$", "", error_label or "") or "fraction of wrong sequences"
+    return "\n".join(textwrap.wrap(f"error: {what}", width))
+
+
+def plot_losses(
+    rows: Sequence[Mapping], path: str, title: str = "", error_label: str | None = None
+) -> str | None:
+    """Loss (log scale) and task error (``error``, ``eval_error``, ``eval_loss`` if present) vs updates.
+
+    ``error_label`` is what the error measures (e.g. :func:`experiments.tasks.describe_error`, "fraction
+    of sequences whose squared error is above 0.04"); the error panel's axis says it."""
     return _curves_plot(
         rows,
-        [("loss", ["loss", "eval_loss"], True), ("task error", ["error", "eval_error"], False)],
+        [
+            ("loss", ["loss", "eval_loss"], True),
+            (error_axis_label(error_label), ["error", "eval_error"], False),
+        ],
         path,
         title,
     )
@@ -122,10 +150,11 @@ def plot_success(results: Mapping[str, Mapping[int, float]], path: str, title: s
     return save_figure(fig, path)
 
 
-def plot_run(run_dir: str) -> list[str]:
+def plot_run(run_dir: str, error_label: str | None = None) -> list[str]:
     """Write ``losses.png``, ``dynamics.png`` and ``gradient_flow.png`` into ``run_dir``.
 
-    Reads ``metrics.jsonl`` and ``gradient_flow.jsonl``; returns the paths written.
+    Reads ``metrics.jsonl`` and ``gradient_flow.jsonl``; returns the paths written. ``error_label``:
+    what the logged ``error`` is, for the axis of its panel (:func:`plot_losses`).
     """
     from experiments.runner import read_jsonl
 
@@ -134,8 +163,14 @@ def plot_run(run_dir: str) -> list[str]:
     flow_path = os.path.join(run_dir, "gradient_flow.jsonl")
     flows = read_jsonl(flow_path) if os.path.exists(flow_path) else []
     written = [
-        plot_losses(rows, os.path.join(run_dir, "losses.png"), title),
+        plot_losses(rows, os.path.join(run_dir, "losses.png"), title, error_label),
         plot_dynamics(rows, os.path.join(run_dir, "dynamics.png"), title),
         plot_gradient_flow(flows, os.path.join(run_dir, "gradient_flow.png"), title),
     ]
     return [p for p in written if p is not None]
+
+
+if __name__ == "__main__":  # a library module: say so and name the scripts (exit 2)
+    from experiments import not_a_script
+
+    not_a_script("plots")

@@ -282,6 +282,7 @@ def config_cli(
     *,
     name: str | None = None,
     description: str | None = None,
+    prog: str | None = None,
 ):
     """Build a frozen config ``cls`` from the command line: defaults < preset < explicit options.
 
@@ -303,6 +304,9 @@ def config_cli(
       argv: the arguments (default ``sys.argv[1:]``).
       name: the experiment name (``run_root/<name>/`` is where ``--resume latest`` looks).
       description: for ``--help`` (e.g. the script's ``__doc__``).
+      prog: the command in the usage line; default ``python -m <the module defining cls>`` (e.g.
+        ``python -m experiments.adding``, also when it runs as ``__main__``), else
+        ``python -m experiments.<name>``.
 
     Returns:
       an instance of ``cls``.
@@ -323,7 +327,10 @@ def config_cli(
     )
     first_line = (description or "").strip().splitlines()[0] if description else None
     parser = ArgumentParser(
-        description=first_line, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog or _prog(cls, name),
+        description=first_line,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     converters = {}
     for f in fields.values():
@@ -359,6 +366,19 @@ def config_cli(
         return cls(**values)
     except ValueError as e:  # a check in __post_init__; UsageError passes through as it is
         raise UsageError(str(e)) from None
+
+
+def _prog(cls: type, name: str | None) -> str | None:
+    """``python -m <module>`` for the usage line: the module that defines ``cls`` (when it runs as
+    ``__main__``, the name ``python -m`` gave it), else ``python -m experiments.<name>``, else argparse's
+    default (the file name)."""
+    module = getattr(cls, "__module__", None)
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = getattr(spec, "name", None)
+    if module and module != "__main__":
+        return f"python -m {module}"
+    return f"python -m experiments.{name}" if name else None
 
 
 def _from_json(v):
@@ -723,10 +743,15 @@ _SHOWN = (("loss", "loss"), ("error", "error"), ("rho", "rho"), ("omega", "Omega
 
 
 def _fmt(row: Mapping[str, Any]) -> str:
+    """The progress line's metrics: ``loss``, ``error``, ``rho``, ``Omega``, ``|g|``, each only when the
+    row has it (``error`` falling back to ``eval_error``). A metric that does not apply to a run is never
+    in its rows -- ``rho(W_hh)`` for a cell whose ``W_hh`` is not square (the LSTM, the GRU), Omega when
+    the run does not compute it -- so its line leaves it out rather than showing ``-``."""
     parts = []
     for key, label in _SHOWN:
         value = row.get(key, row.get(f"eval_{key}"))
-        parts.append(f"{label} {value:.4g}" if isinstance(value, (int, float)) else f"{label} -")
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.4g}")
     return "  ".join(parts)
 
 
@@ -1048,3 +1073,9 @@ def report_divergence(diverged: Sequence[str], total: int, config: TrainConfig, 
     raise Diverged(
         f"{msg}; lower the learning rate or clip the gradients, or pass --allow-divergence to accept them"
     )
+
+
+if __name__ == "__main__":  # a library module: say so and name the scripts (exit 2)
+    from experiments import not_a_script
+
+    not_a_script("runner")

@@ -43,6 +43,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,12 +56,13 @@ import optax
 
 import jaxrnn as jr
 from experiments import plots, runner
-from experiments.tasks import Batch, Task
+from experiments.tasks import Batch, Task, describe_error
 
 __all__ = [
     "CELLS",
     "Model",
     "OPTIMIZERS",
+    "SOURCE_TAGS",
     "SweepConfig",
     "SweepResult",
     "aggregate",
@@ -71,6 +73,7 @@ __all__ = [
     "plot_summary",
     "run_sweep",
     "sampled_test_set",
+    "source_tag_legend",
     "test_metrics",
 ]
 
@@ -264,10 +267,27 @@ def _fmt(v) -> str:
     return str(v)
 
 
+SOURCE_TAGS = {
+    "SRC": "read in the paper or the authors' code",
+    "2ND": "from a secondary source (a citing paper or a reproduction)",
+    "RECALL": "recalled, not verified against the paper (not a hard target)",
+}
+"""The source tags of the published results (``[SRC]``, ``[2ND]``, ``[RECALL]``) and what they mean."""
+
+
+def source_tag_legend(texts: Sequence[str]) -> str:
+    """One line explaining the source tags that occur in ``texts`` (``""`` if none does), e.g.
+    ``"source tags: [SRC] read in the paper or the authors' code; [RECALL] recalled, ..."``."""
+    found = {m for t in texts for m in re.findall(r"\[(SRC|2ND|RECALL)\b", str(t))}
+    parts = [f"[{tag}] {meaning}" for tag, meaning in SOURCE_TAGS.items() if tag in found]
+    return "source tags: " + "; ".join(parts) if parts else ""
+
+
 def format_table(rows: Sequence[Mapping], metric_label: str, variant_label: str, published=None) -> str:
     """A plain-text table: cell, variant, the metric (mean [min, max] over seeds), the baseline, the
     ratio to it, and the published result for ``(cell, variant)`` (``published[(cell, variant)]``,
-    falling back to ``published[cell]``)."""
+    falling back to ``published[cell]``); under it, when the published column has source tags, a line
+    saying what they mean (:func:`source_tag_legend`)."""
     published = published or {}
     header = ["cell", variant_label, metric_label, "seeds", "baseline", "/ baseline", "published"]
     lines = []
@@ -280,11 +300,15 @@ def format_table(rows: Sequence[Mapping], metric_label: str, variant_label: str,
         lines.append([r["cell"], _fmt(r["variant"]), value, str(r["n"]), _fmt(base), ratio, pub])
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
     fmt = lambda cols: "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    legend = source_tag_legend([line[-1] for line in lines])
+    return "\n".join(
+        [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines), *([legend] if legend else [])]
+    )
 
 
 def plot_summary(rows: Sequence[Mapping], path: str, ylabel: str, xlabel: str, title: str = "", log_y=False):
-    """The aggregated metric per cell against the variant (min-max bars over seeds), baseline dashed."""
+    """The aggregated metric per cell against the variant (min-max bars over seeds), baseline dashed
+    (a horizontal line across the plot when there is one variant)."""
     from experiments.plots import pyplot
 
     plt = pyplot()
@@ -299,7 +323,9 @@ def plot_summary(rows: Sequence[Mapping], path: str, ylabel: str, xlabel: str, t
         err = np.array([[r["mean"] - r["min"] for r in rs], [r["max"] - r["mean"] for r in rs]])
         ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=3, label=cell)
     base = {r["variant"]: r["baseline"] for r in rows if r.get("baseline") is not None}
-    if base:
+    if len(base) == 1:  # one variant: a line through one point would draw nothing
+        ax.axhline(next(iter(base.values())), color="k", linestyle="--", label="baseline")
+    elif base:
         ax.plot([xpos[v] for v in base], list(base.values()), "k--", label="baseline")
     if not numeric:
         ax.set_xticks(range(len(variants)), [str(v) for v in variants])
@@ -357,6 +383,7 @@ def run_sweep(
     published: Mapping | None = None,
     test_set: Callable[[Task], Sequence[Batch]] | None = None,
     extra: Mapping | None = None,
+    error_label: str | None = None,
 ) -> SweepResult:
     """Train every ``(cell, variant, seed)``, score it on the test set, write results.json and plots,
     print the table (:func:`format_table`) and where the results are.
@@ -372,6 +399,10 @@ def run_sweep(
       test_set: ``task -> [Batch, ...]``, the held-out data (default: ``config.n_test`` sequences from
         ``task.sample_test`` with a fixed key, in chunks of ``config.eval_batch``).
       extra: more entries for results.json (e.g. notes on the protocol).
+      error_label: what ``task.error`` is, in words (default :func:`experiments.tasks.describe_error`
+        of the first variant's task): the definition of the ``error`` of the per-step log, of each
+        run's ``losses.png`` (its axis label) and of ``test_error`` in results.json (its ``"error"``
+        entry); printed under the table.
 
     A run whose training loss becomes NaN or infinite stops there (:func:`experiments.runner.train`)
     and is recorded like any other (its test metrics NaN: the table says "diverged"); the sweep goes on.
@@ -395,6 +426,15 @@ def run_sweep(
     published = published or {}
     test_set = test_set or (lambda task: sampled_test_set(task, config.n_test, config.eval_batch))
     on_accel = jax.default_backend() != "cpu"
+    error_label = error_label or (describe_error(variants[0][1]) if variants else None)
+    error_line = f"error (per-step log, losses.png, results.json's test_error): {error_label}"
+    if not config.quiet:
+        print(
+            "per-step log: loss = the training loss on the batch; error = the same batch's error; rho = "
+            "spectral radius of W_hh (Elman-type cells only); |g| = gradient norm before clipping",
+            flush=True,
+        )
+        print(error_line, flush=True)
     runs: list[dict] = []
     diverged: list[str] = []
     total = len(variants) * len(config.cells) * config.seeds
@@ -433,7 +473,7 @@ def run_sweep(
                 row.update(test_metrics(model, task, result.params, tests))
                 row["wall_s"] = round(time.perf_counter() - t0, 2)
                 runs.append(row)
-                plots.plot_run(result.run_dir)
+                plots.plot_run(result.run_dir, error_label=error_label)
                 print(
                     f"[{len(runs)}/{total}] {cell_name} {variant_label}={variant} seed {seed}: "
                     f"{metric_label} {_fmt(row[metric])}"
@@ -449,17 +489,20 @@ def run_sweep(
                     {
                         "experiment": experiment,
                         "metric": metric,
+                        "error": error_label,
                         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
                         "runs": runs,
                         "table": table,
                         "published": {
                             (k if isinstance(k, str) else f"{k[0]}-{k[1]}"): v for k, v in published.items()
                         },
+                        "source_tags": {f"[{k}]": v for k, v in SOURCE_TAGS.items()},
                         **(extra or {}),
                     },
                 )
     table = aggregate(runs, metric)
     print(format_table(table, metric_label, variant_label, published))
+    print(error_line)
     print(f"results: {sweep_dir}/results.json")
     plot_summary(
         table,
@@ -500,3 +543,9 @@ def _train_fns(model: Model, task: Task, config: SweepConfig, on_accel: bool) ->
         eval_fn=eval_fn,
         flow_fn=flow_fn,
     )
+
+
+if __name__ == "__main__":  # a library module: say so and name the scripts (exit 2)
+    from experiments import not_a_script
+
+    not_a_script("sweep", ("adding", "copying", "digits"))

@@ -90,6 +90,7 @@ __all__ = [
     "copying_baseline",
     "decode",
     "default_corpus",
+    "describe_error",
     "digits",
     "encode",
     "load_digits_split",
@@ -141,7 +142,8 @@ class Task(NamedTuple):
         synthetic tasks the same generator as ``sample`` -- draw it with keys not used for training).
       loss: ``(preds, batch) -> scalar`` training loss.
       error: ``(preds, batch) -> scalar`` fraction of wrong sequences by the source's criterion (for
-        ``char_lm`` the fraction of wrongly predicted characters).
+        ``char_lm`` the fraction of wrongly predicted characters); :func:`describe_error` says it in
+        words.
       baseline: the loss of the memoryless strategy where the literature states one, else ``None``.
       data: the underlying data set (:class:`DigitsData`, :class:`CharCorpus`) or ``None``.
     """
@@ -207,6 +209,23 @@ def _last_softmax_loss(preds, batch):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(preds, batch.targets))
 
 
+def _described(text: str):
+    """Attach ``text`` to an error function as its ``description`` (:func:`describe_error` reads it)."""
+
+    def attach(fn):
+        fn.description = text
+        return fn
+
+    return attach
+
+
+def describe_error(task: Task) -> str:
+    """What ``task.error`` measures, in words (e.g. ``"fraction of sequences whose squared error is
+    above 0.04"``): the definition of the ``error`` / ``test_error`` the scripts log, table and plot."""
+    return getattr(task.error, "description", "fraction of wrong sequences (the task's own criterion)")
+
+
+@_described("fraction of sequences whose predicted class (argmax) is wrong")
 def _last_softmax_error(preds, batch):
     return jnp.mean(jnp.argmax(preds, axis=-1) != batch.targets)
 
@@ -217,6 +236,7 @@ def _last_linear_loss(preds, batch):
 
 
 def _squared_error_above(threshold: float):
+    @_described(f"fraction of sequences whose squared error is above {threshold:g}")
     def error(preds, batch):
         return jnp.mean(jnp.sum((preds - batch.targets) ** 2, axis=-1) > threshold)
 
@@ -224,6 +244,7 @@ def _squared_error_above(threshold: float):
 
 
 def _abs_error_not_below(threshold: float):
+    @_described(f"fraction of sequences with an output off by {threshold:g} or more")
     def error(preds, batch):
         return jnp.mean(jnp.any(jnp.abs(preds - batch.targets) >= threshold, axis=-1))
 
@@ -237,11 +258,13 @@ def _all_softmax_loss(preds, batch):
     return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
+@_described("fraction of sequences with at least one wrongly predicted step (argmax)")
 def _all_softmax_any_wrong(preds, batch):
     wrong = (jnp.argmax(preds, axis=-1) != batch.targets) & _valid(batch)
     return jnp.mean(jnp.any(wrong, axis=0))
 
 
+@_described("fraction of wrongly predicted steps (argmax)")
 def _all_softmax_step_error(preds, batch):
     valid = _valid(batch)
     wrong = (jnp.argmax(preds, axis=-1) != batch.targets) & valid
@@ -894,3 +917,9 @@ def make_task(name: str, **kwargs) -> Task:
             f"make_task: task {name!r} takes no argument {unknown[0]!r}; it takes {', '.join(accepted)}"
         )
     return factory(**kwargs)
+
+
+if __name__ == "__main__":  # a library module: say so and name the scripts (exit 2)
+    from experiments import not_a_script
+
+    not_a_script("tasks")

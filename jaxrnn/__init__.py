@@ -42,7 +42,9 @@ Each takes every transform and composition, or raises an error naming what it ca
 Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`,
 :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`,
 :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`,
-and :mod:`jaxrnn.validators` (the argument checks every module shares).
+and :mod:`jaxrnn.validators` (the argument checks every module shares). The framework modules
+:mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are
+imported on first use.
 """
 
 from jaxrnn import (
@@ -101,13 +103,23 @@ from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, u
 __version__ = "0.1.0"
 
 # deprecated names (the vocabulary is "carry"; module names are spelt one way)
-__getattr__ = module_getattr(
+_deprecated = module_getattr(
     "jaxrnn",
     {
         "LSTMState": ("jaxrnn.cells", "LSTMCarry"),
         "initializers": ("jaxrnn.initialisers", ""),
     },
 )
+_FRAMEWORKS = ("nnx", "linen", "eqx")  # imported on first use: they need flax / equinox (extras)
+
+
+def __getattr__(name):
+    if name in _FRAMEWORKS:
+        import importlib
+
+        return importlib.import_module(f"jaxrnn.{name}")
+    return _deprecated(name)
+
 
 __all__ = [
     "Activation",

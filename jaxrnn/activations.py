@@ -15,8 +15,6 @@ Its derivative comes from ``jax.jvp``; its ``sup_grad`` is unknown (``None``) un
 ``Activation("sin", jnp.sin, sup_grad=1.0)``.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import NamedTuple
 

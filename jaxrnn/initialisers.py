@@ -49,14 +49,42 @@ __all__ = [
 
 Initializer = Callable[..., jax.Array]
 
-glorot_normal = _jinit.glorot_normal
-glorot_uniform = _jinit.glorot_uniform
-he_normal = _jinit.he_normal
-he_uniform = _jinit.he_uniform
-lecun_normal = _jinit.lecun_normal
-lecun_uniform = _jinit.lecun_uniform
-zeros = _jinit.zeros
-constant = _jinit.constant
+
+def _variance_scaling(name: str, rule: str):
+    """A jaxrnn name for ``jax.nn.initializers.<name>`` (same arguments, same values)."""
+    base = getattr(_jinit, name)
+
+    def factory(*args, **kwargs) -> Initializer:
+        return base(*args, **kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (
+        f"``jax.nn.initializers.{name}(in_axis=-2, out_axis=-1, ...)``: {rule}, for a weight matrix "
+        f"``(in, out)`` such as ``W_xh (I, H)``. Returns ``init(key, shape, dtype) -> array``."
+    )
+    return factory
+
+
+glorot_normal = _variance_scaling("glorot_normal", "``N(0, 2 / (in + out))`` truncated (Glorot & Bengio)")
+glorot_uniform = _variance_scaling(
+    "glorot_uniform", "``U(-a, a)``, ``a = sqrt(6 / (in + out))`` (Glorot & Bengio)"
+)
+he_normal = _variance_scaling("he_normal", "``N(0, 2 / in)`` truncated (He et al.)")
+he_uniform = _variance_scaling("he_uniform", "``U(-a, a)``, ``a = sqrt(6 / in)`` (He et al.)")
+lecun_normal = _variance_scaling("lecun_normal", "``N(0, 1 / in)`` truncated (LeCun)")
+lecun_uniform = _variance_scaling("lecun_uniform", "``U(-a, a)``, ``a = sqrt(3 / in)`` (LeCun)")
+
+
+def zeros(key, shape, dtype=jnp.float32) -> jax.Array:
+    """Zeros of any shape, e.g. a bias ``(H,)``: ``jax.nn.initializers.zeros``."""
+    return _jinit.zeros(key, shape, dtype)
+
+
+def constant(value, dtype=jnp.float32) -> Initializer:
+    """``init(key, shape, dtype)`` filling any shape, e.g. ``(H,)``, with ``value``:
+    ``jax.nn.initializers.constant``."""
+    value = check.real_number(value, "constant: value")
+    return _jinit.constant(value, dtype)
 
 
 def _square(name: str, shape) -> int:

@@ -544,7 +544,54 @@ def from_torch_state(h_0, c_0=None, *, bidirectional: bool = False) -> tuple:
 # Flax linen
 
 
+def _nnx_pure(params):
+    """A ``flax.nnx`` cell or its ``nnx.State`` as the pure dict of its ``nnx.Param`` arrays (flax is
+    imported only when such an object is given); anything else unchanged."""
+    if not type(params).__module__.startswith("flax.nnx"):
+        return params
+    from flax import nnx
+
+    state = params if isinstance(params, nnx.State) else nnx.state(params, nnx.Param)
+    return nnx.to_pure_dict(state)
+
+
+def _from_nnx_fused(p, spec, kind: str, fn: str) -> dict:
+    """jaxrnn params from the fused NNX layout ``{"dense_i": ..., "dense_h": ...}`` (NNX's
+    ``OptimizedLSTMCell``, ``GRUCell`` and ``SimpleCell``: one ``Linear`` per side, gates along the
+    columns in jaxrnn's order already)."""
+    extra = sorted(set(map(str, p)) - {"dense_i", "dense_h"})
+    if extra:
+        raise ValueError(
+            f"{fn}: NNX params for kind={kind!r} must have exactly dense_i and dense_h; got extra {extra}"
+        )
+    for name in ("dense_i", "dense_h"):
+        if not isinstance(p.get(name), Mapping):
+            raise ValueError(
+                f"{fn}: NNX params for kind={kind!r} need a dict {name!r} with its kernel; got {sorted(p)}"
+            )
+    d_i, d_h = p["dense_i"], p["dense_h"]
+    W_xh, W_hh = (
+        np.asarray(_get(d_i, "kernel", "params['dense_i']", fn)),
+        np.asarray(_get(d_h, "kernel", "params['dense_h']", fn)),
+    )
+    if W_xh.ndim != 2 or W_hh.ndim != 2:
+        raise ValueError(f"{fn}: dense_i and dense_h kernels must be 2-D; got {W_xh.shape} and {W_hh.shape}")
+    H = W_hh.shape[0]
+    G = len(spec.gates)
+    why = f"G*H with G={G} gates for kind={kind!r} and H={H} from dense_h's rows"
+    _expect_shape(W_hh, (H, G * H), "params['dense_h']['kernel']", why, fn)
+    _expect_shape(W_xh, (W_xh.shape[0], G * H), "params['dense_i']['kernel']", why, fn)
+    side = d_h if "bias" in d_h else d_i  # LSTM: the bias is dense_h's; GRU and SimpleCell: dense_i's
+    b = np.asarray(_get(side, "bias", "params['dense_i' or 'dense_h']", fn))
+    _expect_shape(b, (G * H,), "the bias", why, fn)
+    out = {"W_xh": W_xh.copy(), "W_hh": W_hh.copy(), "b": b.copy()}
+    if _TORCH_KINDS[spec.layout].b_hn:  # NNX's GRUCell has no hidden-side bias: b_hn = 0
+        out["b_hn"] = np.zeros((H,), b.dtype)
+    return out
+
+
 def _unwrap_flax(params, fn: str) -> Mapping:
+    params = _nnx_pure(params)
     if not isinstance(params, Mapping):
         raise TypeError(
             f"{fn}: params must be a Flax variables dict {{'params': ...}} or its "
@@ -558,8 +605,14 @@ def _unwrap_flax(params, fn: str) -> Mapping:
 
 
 def from_flax(params, kind: str) -> dict:
-    """jaxrnn params from the params of a Flax linen ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/
-    ``SimpleCell``.
+    """jaxrnn params from the params of a Flax linen or NNX ``LSTMCell``/``OptimizedLSTMCell``/
+    ``GRUCell``/``SimpleCell``.
+
+    For ``flax.nnx`` give the cell itself, its ``nnx.state`` or ``nnx.to_pure_dict`` of it: NNX's
+    ``LSTMCell`` has linen's per-gate layout (its ``if`` gate named ``if_``); its ``OptimizedLSTMCell``,
+    ``GRUCell`` and ``SimpleCell`` keep one ``dense_i`` (``(I, G*H)``) and one ``dense_h``
+    (``(H, G*H)``) with the gates already in jaxrnn's order, the bias on ``dense_h`` for the LSTM and
+    on ``dense_i`` otherwise; NNX's ``GRUCell`` has no hidden-side bias, so ``b_hn`` comes back zero.
 
     Flax keeps one ``Dense`` per gate (kernel ``(I, H)`` input side, ``(H, H)`` hidden side), in the
     row convention already; jaxrnn concatenates the gates along the columns::
@@ -592,6 +645,10 @@ def from_flax(params, kind: str) -> dict:
     fn = "from_flax"
     spec = _kind(kind, _FLAX_KINDS, fn)
     p = _unwrap_flax(params, fn)
+    if "dense_i" in p or "dense_h" in p:
+        return _from_nnx_fused(p, spec, kind, fn)
+    if "if_" in p:  # NNX's LSTMCell names the forget gate's input Linear if_ ("if" is a keyword)
+        p = {("if" if k == "if_" else k): v for k, v in p.items()}
     has_b_hn = _TORCH_KINDS[spec.layout].b_hn
 
     def dense(name: str, with_bias: bool):
@@ -649,8 +706,8 @@ def from_flax(params, kind: str) -> dict:
     return out
 
 
-def to_flax(params, kind: str) -> dict:
-    """Flax linen cell params (the inner ``"params"`` dict, numpy arrays) from jaxrnn params.
+def to_flax(params, kind: str, *, nnx: str | None = None) -> dict:
+    """Flax linen (or NNX) cell params (the inner ``"params"`` dict, numpy arrays) from jaxrnn params.
 
     The inverse of :func:`from_flax`: the columns of ``W_xh (I, G*H)``, ``W_hh (H, G*H)`` and
     ``b (G*H,)`` are split into the ``G`` gate blocks of ``H`` columns (``(I, H)``, ``(H, H)``,
@@ -662,6 +719,12 @@ def to_flax(params, kind: str) -> dict:
       params: jaxrnn params of ``jr.lstm(H)`` (no peepholes), ``jr.gru(H, reset_after=True)`` or
         ``jr.elman(H, "tanh")`` (numpy or jax arrays).
       kind: ``"lstm"``, ``"gru"`` or ``"simple"``.
+      nnx: ``None`` for the linen layout; or the ``flax.nnx`` cell class the dict is for, by name:
+        ``"LSTMCell"`` (per-gate ``Linear``s as linen, the forget gate's input one named ``if_``),
+        ``"OptimizedLSTMCell"``, ``"GRUCell"``, ``"SimpleCell"`` (one ``dense_i``/``dense_h`` pair,
+        gates along the columns). NNX's ``GRUCell`` has no hidden-side bias, so ``b_hn`` must be 0.
+        Load it with ``state = nnx.state(cell, nnx.Param)``, ``nnx.replace_by_pure_dict(state, d)``,
+        ``nnx.update(cell, state)``.
 
     Example::
 
@@ -672,6 +735,24 @@ def to_flax(params, kind: str) -> dict:
     spec = _kind(kind, _FLAX_KINDS, fn)
     layout = _TORCH_KINDS[spec.layout]
     W_xh, W_hh, b, b_hn = _check_params(params, layout, kind, fn)
+    nnx_layouts = {"LSTMCell": "lstm", "OptimizedLSTMCell": "lstm", "GRUCell": "gru", "SimpleCell": "simple"}
+    if nnx is not None:
+        if nnx_layouts.get(nnx) != kind.lower():
+            raise ValueError(
+                f"{fn}: nnx must name the flax.nnx cell for kind={kind!r}: one of "
+                f"{sorted(k for k, v in nnx_layouts.items() if v == kind.lower())}; got {nnx!r}"
+            )
+        if nnx != "LSTMCell":
+            if b_hn is not None and np.any(b_hn != 0):
+                raise ValueError(
+                    f"{fn}: flax.nnx.GRUCell has no hidden-side bias, so params['b_hn'] must be 0 to "
+                    f"convert; "
+                    f"got values up to {float(np.max(np.abs(b_hn)))}"
+                )
+            bias_side = "dense_h" if kind.lower() == "lstm" else "dense_i"
+            out = {"dense_i": {"kernel": W_xh.copy()}, "dense_h": {"kernel": W_hh.copy()}}
+            out[bias_side]["bias"] = b.copy()
+            return out
     n = len(spec.gates)
     out = {}
     for g, k_x, k_h, b_g in zip(spec.gates, _gates(W_xh, n), _gates(W_hh, n), _gates(b, n)):
@@ -680,6 +761,8 @@ def to_flax(params, kind: str) -> dict:
         out[spec.bias_side + g]["bias"] = b_g
     if b_hn is not None:
         out["h" + spec.gates[-1]]["bias"] = b_hn.copy()
+    if nnx == "LSTMCell":
+        out["if_"] = out.pop("if")
     return out
 
 

@@ -35,8 +35,6 @@ References:
   Neural Computation 2002 (the GN product).
 """
 
-from __future__ import annotations
-
 import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple

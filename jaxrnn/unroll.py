@@ -6,8 +6,6 @@
   a deep RNN (Kitov's "Recurrent neural nets" lecture), with skip connections and dropout between layers.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -6,7 +6,11 @@ small setting that runs in seconds (the test suite), anything else the full sett
 
     python notebooks/run.py                       # every notebook, full setting
     python notebooks/run.py --smoke 01 04         # the ones whose names start with 01 or 04
+    JAXRNN_NOTEBOOK_SMOKE=1 python notebooks/run.py 01 04   # the same
     python notebooks/run.py --out runs/notebooks  # keep the executed notebooks and their figures
+
+The setting: ``--smoke`` / ``--no-smoke`` when given, else ``JAXRNN_NOTEBOOK_SMOKE`` as the notebooks
+read it (``1``: smoke; unset or anything else: full) -- :func:`smoke_setting`.
 
 ``--out`` writes ``<name>.ipynb`` (executed, with outputs) and ``<name>_<cell>_<k>.png`` for every
 figure, so the plots can be looked at without Jupyter. ``python notebooks/run.py --sync`` rewrites
@@ -68,9 +72,17 @@ def sync(py_path) -> pathlib.Path:
     return out
 
 
-def execute(py_path, *, smoke: bool, timeout: int = 600):
+def smoke_setting(smoke: bool | None = None) -> bool:
+    """Whether to run the smoke setting: ``smoke`` when it is a bool (``--smoke`` / ``--no-smoke``), else
+    what ``JAXRNN_NOTEBOOK_SMOKE`` says (``"1"``: smoke, as the notebooks themselves read it)."""
+    return bool(smoke) if smoke is not None else os.environ.get(SMOKE_ENV) == "1"
+
+
+def execute(py_path, *, smoke: bool | None = None, timeout: int = 600):
     """Run the notebook of ``py_path`` in a fresh kernel, headless; returns the executed notebook.
 
+    ``smoke``: the small setting (True), the full one (False), or ``None``: whatever
+    ``JAXRNN_NOTEBOOK_SMOKE`` says (:func:`smoke_setting`), so that the documented variable is honoured.
     The kernel is the running interpreter's (``python3`` kernelspec of this environment) and inherits
     the environment, with ``JAXRNN_NOTEBOOK_SMOKE`` set (and for the smoke setting, unless ``XLA_FLAGS``
     is set, LLVM's -O0 backend, as ``make test`` uses: the programs are tiny and compiling them
@@ -81,6 +93,7 @@ def execute(py_path, *, smoke: bool, timeout: int = 600):
     import nbclient
 
     nb = read(py_path)
+    smoke = smoke_setting(smoke)
     env = {SMOKE_ENV: "1" if smoke else "0"}
     if smoke and "XLA_FLAGS" not in os.environ:  # tiny programs: compiling dominates, use LLVM -O0
         env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
@@ -116,9 +129,15 @@ def figures(nb):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python notebooks/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help="name prefixes (e.g. 01 03); default: all")
-    p.add_argument("--smoke", action="store_true", help="the small setting the test suite runs")
+    p.add_argument(
+        "--smoke",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"the small setting the test suite runs (--no-smoke: the full one; default: {SMOKE_ENV}=1 "
+        "selects the small one, else the full one)",
+    )
     p.add_argument("--out", type=pathlib.Path, help="write executed notebooks and PNG figures here")
     p.add_argument("--sync", action="store_true", help="rewrite each .ipynb from its .py and exit")
     args = p.parse_args(argv)
@@ -126,13 +145,15 @@ def main(argv=None) -> int:
     if not paths:
         print(f"no notebook matches {args.names}", file=sys.stderr)
         return 2
+    smoke = smoke_setting(args.smoke)
     for path in paths:
         if args.sync:
             print("wrote", sync(path))
             continue
         t0 = time.perf_counter()
-        nb = execute(path, smoke=args.smoke)
-        print(f"{path.name}: ran in {time.perf_counter() - t0:.1f} s", flush=True)
+        nb = execute(path, smoke=smoke)
+        setting = "smoke" if smoke else "full"
+        print(f"{path.name}: ran in {time.perf_counter() - t0:.1f} s ({setting} setting)", flush=True)
         if args.out:
             import nbformat
 

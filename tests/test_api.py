@@ -133,3 +133,21 @@ def test_old_names_are_deprecated_aliases():
         assert "no_such_name" in str(e)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_core_import_needs_neither_flax_nor_equinox():
+    """``import jaxrnn`` imports only the core (jax, numpy, optax); the framework modules load on use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, jaxrnn as jr; bad = [m for m in ('flax', 'equinox', 'chex') if m in sys.modules]; "
+        "assert not bad, bad; jr.nnx.RNN; assert 'flax' in sys.modules; jr.eqx.RNN; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_framework_modules_have_docstrings():
+    for mod in (jr.nnx, jr.linen, jr.eqx):
+        assert inspect.getdoc(mod) and SHAPE.search(inspect.getdoc(mod.RNN)), mod.__name__

@@ -1,11 +1,16 @@
-"""The flagship demo (``make demo``, experiments/demo.py) runs end to end in a tiny setting."""
+"""The flagship demo (``make demo``, experiments/demo.py) in a tiny setting; every script's usage line and the
+library modules' ``python -m`` answer."""
 
 import json
 import math
 import os
+import subprocess
+import sys
+from subprocess import PIPE
 
 import pytest
 
+import experiments
 from experiments import demo, runner
 
 SMOKE = ["--preset", "smoke", "--quiet"]
@@ -78,3 +83,67 @@ def test_help_exits_zero(capsys):
         demo.main(["--help"])
     assert e.value.code == 0
     assert "temporal order" in capsys.readouterr().out
+
+
+def test_format_table_says_what_error_and_rho_are():
+    lstm = dict(method="LSTM", updates=50, error=0.0, rho=math.nan, omega=0.1, wall_s=1.0, solved=True)
+    sgd = dict(method="SGD", updates=100, error=0.75, rho=0.951, omega=0.04, wall_s=3.2, solved=False)
+    lines = demo.format_table([sgd, lstm]).splitlines()
+    assert lines[3].split()[3] == "-"  # the LSTM's rho ...
+    assert lines[4:] == [demo.ERROR_NOTE, demo.RHO_NOTE]  # ... and why, under the table
+    assert "Elman-type" in demo.RHO_NOTE and "not square" in demo.RHO_NOTE
+    assert demo.format_table([sgd]).splitlines()[3:] == [demo.ERROR_NOTE]  # no '-', no note
+
+
+# ------------------------------------------------------------------------------------------------
+# python -m experiments.<module>: scripts and library modules
+# ------------------------------------------------------------------------------------------------
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+LIBRARY = ("runner", "sweep", "tasks", "plots")
+
+
+def test_every_module_is_a_script_or_a_library_module():
+    modules = sorted(f[:-3] for f in os.listdir(EXPERIMENTS) if f.endswith(".py") and f != "__init__.py")
+    assert sorted(experiments.SCRIPTS + LIBRARY) == modules
+    for name in modules:
+        with open(os.path.join(EXPERIMENTS, f"{name}.py")) as f:
+            main_block = f.read().split('if __name__ == "__main__":')[-1]
+        assert ("runner.run_cli(main)" in main_block) == (name in experiments.SCRIPTS), name
+        assert (f'not_a_script("{name}"' in main_block) == (name in LIBRARY), name
+
+
+@pytest.mark.parametrize("name", [s for s in experiments.SCRIPTS if s != "bench"])
+def test_usage_line_is_python_m(name, capsys):
+    module = __import__(f"experiments.{name}", fromlist=["main"])
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m experiments.{name} ")
+
+
+def test_python_m_of_a_library_module_says_so_and_exits_2():
+    """Real processes: each library module (with --help or nothing) prints one line naming the scripts
+    and exits 2; importing them prints nothing; a script run as ``__main__`` says ``python -m`` too."""
+    root = os.path.dirname(EXPERIMENTS)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmds = {m: ["-m", f"experiments.{m}", "--help"] for m in LIBRARY}
+    cmds["plots (no argument)"] = ["-m", "experiments.plots"]
+    cmds["import"] = ["-c", "import " + ", ".join(f"experiments.{m}" for m in LIBRARY)]
+    cmds["adding --help"] = ["-m", "experiments.adding", "--help"]
+    procs = {
+        k: subprocess.Popen([sys.executable, *a], cwd=root, env=env, stdout=PIPE, stderr=PIPE, text=True)
+        for k, a in cmds.items()
+    }
+    done = {k: (*p.communicate(timeout=180), p.returncode) for k, p in procs.items()}
+    for m in (*LIBRARY, "plots (no argument)"):
+        out, err, code = done[m]
+        name = m.split()[0]
+        assert code == 2 and out == "", (m, out, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"error: experiments.{name} is a library module, not a script; run "), line
+        scripts = ("adding", "copying", "digits") if name == "sweep" else experiments.SCRIPTS
+        assert all(f"python -m experiments.{s}" in line for s in scripts), line
+    assert done["import"] == ("", "", 0)  # importing them has no side effect
+    out, err, code = done["adding --help"]
+    assert code == 0 and out.startswith("usage: python -m experiments.adding "), (out, err)

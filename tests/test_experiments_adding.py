@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import adding, runner, sweep
+from experiments import adding, plots, runner, sweep
 from experiments.tasks import Batch, adding_arjovsky
 
 
@@ -51,6 +51,11 @@ def test_smoke_writes_results_plots_and_table(smoke):
         assert line.endswith(adding.PUBLISHED[r["cell"]])
         assert f"{r['test_loss'] / (1 / 6):.4g}" in line
     assert table[-1] == f"results: {result.sweep_dir}/results.json"
+    # under the table: what the source tags mean, and what the (non-MSE) error is
+    assert table[4].startswith("source tags: [SRC] read in the paper") and "[RECALL] recalled" in table[4]
+    assert table[5] == f"error (per-step log, losses.png, results.json's test_error): {adding.ERROR_LABEL}"
+    assert adding.ERROR_LABEL.startswith("fraction of sequences whose squared error is above 0.04")
+    assert saved["error"] == adding.ERROR_LABEL and saved["source_tags"]["[2ND]"] == sweep.SOURCE_TAGS["2ND"]
 
 
 def test_test_loss_is_the_mse_of_the_final_params(smoke):
@@ -72,10 +77,14 @@ def test_test_loss_is_the_mse_of_the_final_params(smoke):
 
 def test_resume_of_a_finished_sweep_trains_nothing_and_gives_the_same_results(smoke, capsys):
     result = smoke[0]
-    again = adding.main(["--resume", result.sweep_dir, "--quiet"])
+    again = adding.main(["--resume", result.sweep_dir, "--no-quiet"])
     assert again.sweep_dir == result.sweep_dir
     assert [r["run_dir"] for r in again.runs] == [r["run_dir"] for r in result.runs]
     assert [r["test_loss"] for r in again.runs] == [r["test_loss"] for r in result.runs]
+    # not quiet: first what the per-step log's columns and its error are
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("per-step log: loss = ") and "rho = spectral radius of W_hh" in out[0]
+    assert out[1] == f"error (per-step log, losses.png, results.json's test_error): {adding.ERROR_LABEL}"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +182,57 @@ def test_aggregate_and_format_table():
     assert lines[0].split() == ["cell", "T", "MSE", "seeds", "baseline", "/", "baseline", "published"]
     assert lines[2].split() == ["lstm", "50", "0.2", "[0.1,", "0.3]", "2", "0.5", "0.4", "solved", "[RECALL]"]
     assert "nan" in lines[3] and "(1 diverged)" in lines[3] and lines[3].rstrip().endswith("-")
+    assert lines[4:] == ["source tags: [RECALL] recalled, not verified against the paper (not a hard target)"]
+    assert len(sweep.format_table(rows, "MSE", "T", {"lstm": "solved"}).splitlines()) == 4  # no tag: no line
+
+
+def test_source_tag_legend_explains_the_tags_that_occur():
+    legend = sweep.source_tag_legend(["97% Le [2ND]", "x [RECALL]; y [SRC]", "-", "[SRC, Arjovsky 2016]"])
+    assert legend == "source tags: " + "; ".join(f"[{k}] {v}" for k, v in sweep.SOURCE_TAGS.items())
+    assert sweep.source_tag_legend(["Le [2ND]"]) == f"source tags: [2ND] {sweep.SOURCE_TAGS['2ND']}"
+    assert sweep.source_tag_legend(["no tag", "[SOURCE]"]) == ""
+
+
+def _captured_figure(monkeypatch, draw):
+    """The matplotlib figure ``draw()`` saves (through ``plots.save_figure``), still open."""
+    figs = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figs.append(fig) or path)
+    draw()
+    (fig,) = figs
+    return fig
+
+
+@pytest.mark.parametrize("lengths", [(50,), (50, 100)])
+def test_summary_draws_the_baseline_also_for_one_length(monkeypatch, tmp_path, lengths):
+    rows = [
+        {"cell": c, "variant": t, "mean": m, "min": m, "max": m, "baseline": 1 / 6}
+        for t in lengths
+        for c, m in (("lstm", 0.01), ("irnn", 0.1))
+    ]
+    fig = _captured_figure(
+        monkeypatch, lambda: sweep.plot_summary(rows, str(tmp_path / "s.png"), "test MSE", "T", log_y=True)
+    )
+    ax = fig.axes[0]
+    (base,) = [line for line in ax.get_lines() if line.get_label() == "baseline"]
+    x, y = base.get_xdata(), base.get_ydata()
+    assert len(set(x)) == 2 and set(y) == {1 / 6}  # a line (not a single point) at the baseline
+    assert "baseline" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plots.pyplot().close(fig)
+
+
+def test_losses_plot_says_what_the_error_is(monkeypatch, tmp_path):
+    rows = [{"step": s, "loss": 1.0 / s, "error": 0.5, "eval_error": 0.4} for s in (1, 2)]
+    fig = _captured_figure(
+        monkeypatch, lambda: plots.plot_losses(rows, str(tmp_path / "l.png"), error_label=adding.ERROR_LABEL)
+    )
+    label = fig.axes[1].get_ylabel()
+    assert label == "error: fraction of sequences whose\nsquared error is above 0.04"  # the note: in the log
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "error (training batch)",
+        "eval_error (held-out batch)",
+    ]
+    plots.pyplot().close(fig)
+    assert plots.error_axis_label(None) == "error: fraction of wrong sequences"
 
 
 def test_test_metrics_weights_chunks_by_size():

@@ -326,3 +326,57 @@ def test_unsupported_parameters_are_refused():
         interop.to_torch_rnn((bi, uni), "gru")
     with pytest.raises(TypeError, match="to_torch_rnn: params must be a non-empty tuple"):
         interop.to_torch_rnn(uni, "gru")
+
+
+# --------------------------------------------------------------------------------------------------
+# flax.nnx cells
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind", "make"),
+    [
+        ("LSTMCell", "lstm", lambda h: jr.lstm(h)),
+        ("OptimizedLSTMCell", "lstm", lambda h: jr.lstm(h)),
+        ("GRUCell", "gru", lambda h: jr.gru(h)),
+        ("SimpleCell", "simple", lambda h: jr.elman(h)),
+    ],
+)
+def test_nnx_cells_against_their_own_outputs(cls, kind, make):
+    from flax import nnx
+
+    I_, H_, B_, T_ = 3, 4, 2, 5
+    cell_f = getattr(nnx, cls)(I_, H_, rngs=nnx.Rngs(0))
+    state = nnx.state(cell_f, nnx.Param)
+    # randomise every parameter (biases start at zero) so that a swapped block cannot pass
+    leaves, tree = jax.tree.flatten(nnx.to_pure_dict(state))
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    nnx.replace_by_pure_dict(
+        state, jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) * 0.5 for k, x in zip(keys, leaves)])
+    )
+    nnx.update(cell_f, state)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T_, B_, I_))
+    for given in (cell_f, nnx.state(cell_f, nnx.Param), nnx.to_pure_dict(nnx.state(cell_f, nnx.Param))):
+        params = jax.tree.map(jnp.asarray, interop.from_flax(given, kind))
+        carry = cell_f.initialize_carry((B_, I_), rngs=nnx.Rngs(0))
+        ys_f = []
+        for t in range(T_):
+            carry, y = cell_f(carry, xs[t])
+            ys_f.append(y)
+        final, ys = jr.unroll(make(H_), params, xs)
+        np.testing.assert_allclose(ys, jnp.stack(ys_f), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            jax.tree.leaves(final)[0],
+            jax.tree.leaves(interop.from_flax_carry(carry, kind))[0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    back = interop.to_flax(interop.from_flax(cell_f, kind), kind, nnx=cls)
+    jax.tree.map(np.testing.assert_array_equal, back, nnx.to_pure_dict(nnx.state(cell_f, nnx.Param)))
+
+
+def test_to_flax_nnx_refuses_what_nnx_cannot_hold():
+    p = jr.gru(3).init(jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match="to_flax: flax.nnx.GRUCell has no hidden-side bias"):
+        interop.to_flax({**p, "b_hn": jnp.ones(3)}, "gru", nnx="GRUCell")
+    with pytest.raises(ValueError, match="to_flax: nnx must name the flax.nnx cell for kind='gru'"):
+        interop.to_flax(p, "gru", nnx="LSTMCell")

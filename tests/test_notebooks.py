@@ -1,6 +1,8 @@
-"""Every notebook runs top to bottom (smoke setting, headless) and its paired .ipynb is in sync."""
+"""Every notebook runs top to bottom (smoke setting, headless) and its paired .ipynb is in sync;
+notebooks/run.py chooses the setting from --smoke / --no-smoke, else JAXRNN_NOTEBOOK_SMOKE."""
 
 import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -40,3 +42,73 @@ def test_notebook_runs_in_smoke_setting(path):
     assert run.figures(nb), f"{path.name} drew no figure"
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+# ------------------------------------------------------------------------------------------------
+# the smoke setting: --smoke / --no-smoke when given, else JAXRNN_NOTEBOOK_SMOKE (no kernel started)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag, env, expected",
+    [
+        (None, "1", True),
+        (None, "0", False),
+        (None, None, False),
+        (True, None, True),
+        (True, "0", True),
+        (False, "1", False),
+    ],
+)
+def test_smoke_setting_is_the_flag_else_the_environment(monkeypatch, flag, env, expected):
+    if env is None:
+        monkeypatch.delenv(run.SMOKE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(run.SMOKE_ENV, env)
+    assert run.smoke_setting(flag) is expected
+
+
+@pytest.mark.parametrize(
+    "argv, env, expected",
+    [
+        (["01"], "1", True),  # the documented variable alone selects the small setting
+        (["01"], None, False),
+        (["--smoke", "01"], None, True),
+        (["--no-smoke", "01"], "1", False),
+    ],
+)
+def test_main_honours_the_environment_variable(monkeypatch, capsys, argv, env, expected):
+    if env is None:
+        monkeypatch.delenv(run.SMOKE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(run.SMOKE_ENV, env)
+    seen = []
+    monkeypatch.setattr(run, "execute", lambda path, *, smoke: seen.append((path.name[:2], smoke)))
+    assert run.main(argv) == 0
+    assert seen == [("01", expected)]
+    assert f"({'smoke' if expected else 'full'} setting)" in capsys.readouterr().out
+
+
+def test_execute_passes_the_environment_setting_to_the_kernel(monkeypatch):
+    """``execute`` without ``smoke=``: the kernel sees the caller's ``JAXRNN_NOTEBOOK_SMOKE=1`` (and
+    the -O0 flags of the smoke setting), not a ``0`` written over it; the environment is restored."""
+    nbclient = pytest.importorskip("nbclient")
+    seen = {}
+
+    class Client:
+        def __init__(self, nb, **kw):
+            pass
+
+        def execute(self):
+            seen.update({k: os.environ.get(k) for k in (run.SMOKE_ENV, "XLA_FLAGS")})
+
+    monkeypatch.setattr(nbclient, "NotebookClient", Client)
+    monkeypatch.setenv(run.SMOKE_ENV, "1")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    run.execute(PATHS[0])
+    assert seen == {run.SMOKE_ENV: "1", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    assert os.environ[run.SMOKE_ENV] == "1" and "XLA_FLAGS" not in os.environ
+    monkeypatch.delenv(run.SMOKE_ENV)
+    run.execute(PATHS[0])
+    assert seen[run.SMOKE_ENV] == "0" and seen["XLA_FLAGS"] is None
+    assert run.SMOKE_ENV not in os.environ

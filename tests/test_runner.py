@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import typing
 
 import jax
@@ -573,3 +574,28 @@ def test_plots_write_pngs(trained, tmp_path):
     # nothing to plot -> no file
     assert plots.plot_dynamics([{"step": 1, "loss": 1.0}], str(tmp_path / "d.png")) is None
     assert not (tmp_path / "d.png").exists()
+
+
+def test_progress_line_leaves_out_metrics_that_do_not_apply():
+    """rho(W_hh) is only logged for Elman-type cells and Omega only where it is computed: a row without
+    them has no ``rho -`` / ``Omega -`` in its line."""
+    lstm = {"step": 3, "loss": 1.5, "error": 0.25, "grad_norm": 2.0}
+    assert runner._fmt(lstm) == "loss 1.5  error 0.25  |g| 2"
+    elman = {**lstm, "rho": 1.01, "omega": 0.5}
+    assert runner._fmt(elman) == "loss 1.5  error 0.25  rho 1.01  Omega 0.5  |g| 2"
+    assert runner._fmt({"loss": 1.0, "eval_error": 0.5}) == "loss 1  error 0.5"  # the held-out error
+    assert runner._fmt({"loss": math.nan}) == "loss nan"  # a NaN is shown, not dropped
+
+
+def test_usage_line_is_python_m_of_the_module(monkeypatch):
+    adding_like = type("Config", (), {"__module__": "experiments.adding"})
+    assert runner._prog(adding_like, "adding") == "python -m experiments.adding"
+    as_main = type("Config", (), {"__module__": "__main__"})
+    spec = types.SimpleNamespace(name="experiments.digits")  # what `python -m experiments.digits` sets
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", spec, raising=False)
+    assert runner._prog(as_main, "digits") == "python -m experiments.digits"
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)  # `python file.py`
+    assert runner._prog(as_main, "digits") == "python -m experiments.digits"
+    assert runner._prog(as_main, None) is None  # argparse's default
+    with pytest.raises(SystemExit):
+        runner.config_cli(toy.Config, toy.PRESETS, ["--help"], prog="python -m my.toy")

@@ -613,3 +613,30 @@ def test_bad_batch_size_and_temperature():
         tk.sample(lambda p, c, t: (c, jnp.zeros((3,))), None, 0, 0, jax.random.PRNGKey(0), 0)
     with pytest.raises(ValueError, match="targets must have shape"):
         tk.bits_per_char(jnp.zeros((4, 2, 3)), jnp.zeros((4, 3), jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "task, text",
+    [
+        (tk.adding_arjovsky(4), "fraction of sequences whose squared error is above 0.04"),
+        (
+            tk.addition(min_length=10, max_length=12),
+            "fraction of sequences whose squared error is above 0.04",
+        ),
+        (tk.adding_hochreiter(20), "fraction of sequences with an output off by 0.04 or more"),
+        (tk.temporal_order(min_length=10, max_length=12), "fraction of sequences whose predicted class"),
+        (tk.copying(3), "fraction of sequences with at least one wrongly predicted step"),
+    ],
+    ids=lambda x: getattr(x, "name", "text"),
+)
+def test_describe_error_says_what_the_error_measures(task, text):
+    assert tk.describe_error(task).startswith(text)
+
+
+def test_describe_error_matches_the_adding_criterion():
+    task = tk.adding_arjovsky(4)
+    batch = task.sample(jax.random.PRNGKey(0), 4)
+    preds = batch.targets + jnp.array([[0.1], [-0.19], [0.21], [0.0]])  # squared errors .01 .036 .044 0
+    assert float(task.error(preds, batch)) == pytest.approx(0.25)  # one of four above 0.04
+    plain = task._replace(error=lambda preds, batch: 0.0)  # an error function without a description
+    assert tk.describe_error(plain) == "fraction of wrong sequences (the task's own criterion)"

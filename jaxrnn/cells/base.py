@@ -12,8 +12,6 @@ are leaves -- so it passes through ``jax.jit``, ``vmap`` and ``grad`` as an ordi
 argument, and equal cells never compile twice.
 """
 
-from __future__ import annotations
-
 import functools
 import inspect
 from collections.abc import Callable, Mapping

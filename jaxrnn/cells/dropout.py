@@ -30,8 +30,6 @@ masks, from per-step data (the key, the batch row and the step index that :func:
 supplies), never from state in the carry. So the cell equations are written once.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, NamedTuple
 

@@ -46,8 +46,6 @@ This module imports only JAX: the cell factories (``jaxrnn.cells``) attach these
 they build (``make_cell(..., kernel=...)``).
 """
 
-from __future__ import annotations
-
 import functools
 import logging
 from collections.abc import Callable
