@@ -52,3 +52,8 @@ def test_carry_dropout_and_bad_input():
         rnn(XS)
     with pytest.raises(TypeError, match="jaxrnn.eqx.RNN: cell must be a jaxrnn Cell"):
         RNN("lstm", F, key=jax.random.PRNGKey(0))
+
+
+def test_the_fused_kernel_runs_underneath():
+    rnn = RNN(jr.lstm(H), F, key=jax.random.PRNGKey(0))
+    assert "custom_jvp_call" in str(jax.make_jaxpr(jax.vmap(rnn))(XS))

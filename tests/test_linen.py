@@ -45,3 +45,9 @@ def test_learned_initial_state_and_time_major():
     np.testing.assert_allclose(
         rnn.apply(variables, xs), jr.unroll(cell, variables["params"], xs)[1], rtol=1e-6
     )
+
+
+def test_the_fused_kernel_runs_underneath():
+    rnn = RNN(jr.gru(H))
+    variables = rnn.init(jax.random.PRNGKey(0), XS)
+    assert "custom_jvp_call" in str(jax.make_jaxpr(lambda v: rnn.apply(v, XS, lengths=LENGTHS))(variables))

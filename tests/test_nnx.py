@@ -82,3 +82,20 @@ def test_bad_input():
         RNN(jr.gru(H), F, rngs=nnx.Rngs(0), params={**p, "W_hh": jnp.zeros((H, H))})
     with pytest.raises(ValueError, match="in_features"):
         RNN(jr.gru(H), F + 1, rngs=nnx.Rngs(0), params=jr.gru(H).init(jax.random.PRNGKey(0), F))
+
+
+def test_orbax_checkpoint_round_trip(tmp_path):
+    ocp = pytest.importorskip("orbax.checkpoint")
+    rnn = RNN(jr.gru(H), F, rngs=nnx.Rngs(0))
+    _, state = nnx.split(rnn)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "ckpt", state)
+    checkpointer.wait_until_finished()
+    graph, abstract = nnx.split(nnx.eval_shape(lambda: RNN(jr.gru(H), F, rngs=nnx.Rngs(1))))
+    restored = nnx.merge(graph, checkpointer.restore(tmp_path / "ckpt", abstract))
+    np.testing.assert_array_equal(restored(XS, lengths=LENGTHS), rnn(XS, lengths=LENGTHS))
+
+
+def test_the_fused_kernel_runs_underneath():
+    rnn = RNN(jr.lstm(H), F, rngs=nnx.Rngs(0))
+    assert "custom_jvp_call" in str(jax.make_jaxpr(lambda xs: rnn(xs, lengths=LENGTHS))(XS))
