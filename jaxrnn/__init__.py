@@ -39,18 +39,19 @@ only (they describe the dynamics, so a truncated cell has its wrapped cell's Jac
 Each takes every transform and composition, or raises an error naming what it cannot serve and why
 (``tests/test_composition.py`` holds the whole matrix to plain-loop references).
 
-Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`,
-:mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`,
-:mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`,
-and :mod:`jaxrnn.validators` (the argument checks every module shares). The framework modules
-:mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are
-imported on first use.
+Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.activations`,
+:mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`,
+:mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`,
+:mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every
+module shares). The framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and
+:mod:`jaxrnn.eqx` (extra ``equinox``) are imported on first use.
 """
 
 from jaxrnn import (
     activations,
     cells,
     diagnostics,
+    hmm,
     initialisers,
     interop,
     kernels,
@@ -139,6 +140,7 @@ __all__ = [
     "gradient_flow",
     "gru",
     "hessian_free",
+    "hmm",
     "initialisers",
     "interop",
     "irnn",

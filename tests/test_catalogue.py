@@ -542,6 +542,28 @@ case(
 )
 case("activations-type", lambda: jr.activations.get(3.0, "elman: activation"), TypeError, "elman: activation")
 
+# ---- hidden Markov models ----------------------------------------------------------------------
+
+LP, LA, LO = jnp.zeros(3), jnp.zeros((3, 3)), jnp.zeros((4, 2, 3))
+for fname in ("forward", "smoother", "viterbi"):
+    f = getattr(jr.hmm, fname)
+    for name, args, kw, exc, arg in (
+        ("log_pi-shape", (jnp.zeros((3, 1)), LA, LO), {}, ValueError, "log_pi"),
+        ("log_pi-str", ("a", LA, LO), {}, TypeError, "log_pi"),
+        ("log_A-shape", (LP, jnp.zeros((3, 2)), LO), {}, ValueError, "log_A"),
+        ("log_obs-K", (LP, LA, jnp.zeros((4, 2, 2))), {}, ValueError, "log_obs"),
+        ("log_obs-empty", (LP, LA, jnp.zeros((0, 2, 3))), {}, ValueError, "log_obs"),
+        ("lengths", (LP, LA, LO), {"lengths": jnp.array([5, 1])}, ValueError, "lengths"),
+        ("lengths-float", (LP, LA, LO), {"lengths": jnp.array([1.0, 1.0])}, TypeError, "lengths"),
+    ):
+        case(f"hmm.{fname}-{name}", lambda f=f, a=args, k=kw: f(*a, **k), exc, f"hmm.{fname}", arg)
+case(
+    "hmm.forward-parallel", lambda: jr.hmm.forward(LP, LA, LO, parallel=1), TypeError, "hmm.forward: parallel"
+)
+case("hmm.sample-T", lambda: jr.hmm.sample(LP, LA, KEY, 2.5), TypeError, "hmm.sample: T")
+case("hmm.sample-key", lambda: jr.hmm.sample(LP, LA, "key", 3), TypeError, "hmm.sample: key")
+case("hmm.forward_cell-num_states", lambda: jr.hmm.forward_cell("3"), TypeError, "forward_cell: num_states")
+
 # ---- losses --------------------------------------------------------------------------------------
 
 P3 = jnp.ones((5, 2, 1))
