@@ -245,7 +245,6 @@ def params(c: Cell, value, fn: str, where: str = "params"):
     cached per cell, input size and dtype; so it holds for every cell and transform. A cell whose data
     are traced is checked for its input size only.
     """
-    name = repr(c)
     leaves = jax.tree_util.tree_flatten_with_path(value)[0]
     for path, leaf in leaves:
         dtype = getattr(leaf, "dtype", None)
@@ -277,20 +276,20 @@ def params(c: Cell, value, fn: str, where: str = "params"):
                 if x
             )
             raise ValueError(
-                f"{fn}: {where} do not match this {name}: "
+                f"{fn}: {where} do not match this {c!r}: "
                 + (detail or f"expected the structure {jax.tree.structure(expected)}")
                 + " (make them with cell.init(key, input_size))"
             )
     if failure is not None:
         raise TypeError(
-            f"{fn}: {where} do not look like the parameters of this {name} (make them with "
+            f"{fn}: {where} do not look like the parameters of this {c!r} (make them with "
             f"cell.init(key, input_size)); reading the input size failed with {failure!r}"
         )
     if expected is not None and n_in is not None:
         for (path, leaf), (_, e) in zip(leaves, jax.tree_util.tree_flatten_with_path(expected)[0]):
             if tuple(leaf.shape) != tuple(e.shape):
                 raise ValueError(
-                    f"{fn}: {_path(where, path)} must have shape {tuple(e.shape)} for this {name} with "
+                    f"{fn}: {_path(where, path)} must have shape {tuple(e.shape)} for this {c!r} with "
                     f"input_size={n_in}; got {tuple(leaf.shape)}"
                 )
     return value

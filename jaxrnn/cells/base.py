@@ -255,10 +255,17 @@ class Cell:
         return self._factory.__name__
 
     @property
+    def wrapped(self) -> tuple:
+        """The cells this one wraps (a transform's ``cell``, a deep RNN's ``cells``), in order."""
+        inner = []
+        for v in self.data.values():
+            inner += [c for c in (v if isinstance(v, tuple) else (v,)) if isinstance(c, Cell)]
+        return tuple(inner)
+
+    @property
     def name(self) -> str:
         """A short name for messages: the factory, with the wrapped cells' names for transforms."""
-        inner = [v for v in self.data.values() if isinstance(v, Cell)]
-        inner += [c for v in self.data.values() if isinstance(v, tuple) for c in v if isinstance(c, Cell)]
+        inner = self.wrapped
         if self.kind == "custom":
             return str(self.hparams["name"])
         return f"{self.kind}({', '.join(c.name for c in inner)})" if inner else self.kind

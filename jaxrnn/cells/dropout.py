@@ -69,11 +69,7 @@ def apply_mask(x, masks: RecurrentMasks | None, field: str):
 
 def _has_dropout(cell: Cell) -> bool:
     """Whether ``cell`` or a cell it wraps is a recurrent_dropout cell."""
-    if cell.kind == "recurrent_dropout":
-        return True
-    inner = [v for v in cell.data.values() if isinstance(v, Cell)]
-    inner += [c for v in cell.data.values() if isinstance(v, tuple) for c in v if isinstance(c, Cell)]
-    return any(_has_dropout(c) for c in inner)
+    return cell.kind == "recurrent_dropout" or any(_has_dropout(c) for c in cell.wrapped)
 
 
 def _draw_masks(key, rate: float, per: str, t, batch_shape, hidden_size: int, dtype):
