@@ -39,7 +39,7 @@ only (they describe the dynamics, so a truncated cell has its wrapped cell's Jac
 Each takes every transform and composition, or raises an error naming what it cannot serve and why
 (``tests/test_composition.py`` holds the whole matrix to plain-loop references).
 
-Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.activations`,
+Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.activations`,
 :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`,
 :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`,
 :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every
@@ -55,6 +55,7 @@ from jaxrnn import (
     initialisers,
     interop,
     kernels,
+    lds,
     losses,
     optim,
     regularisers,
@@ -70,6 +71,7 @@ from jaxrnn.cells import (
     bn_lstm,
     ctrnn,
     deep_rnn,
+    delay_taps,
     elman,
     gru,
     irnn,
@@ -82,6 +84,7 @@ from jaxrnn.cells import (
     min_gru,
     min_lstm,
     mrnn,
+    narx,
     np_rnn,
     recurrent_dropout,
 )
@@ -134,6 +137,7 @@ __all__ = [
     "cells",
     "ctrnn",
     "deep_rnn",
+    "delay_taps",
     "diagnostics",
     "elman",
     "gradient_bound",
@@ -148,6 +152,7 @@ __all__ = [
     "kaplan_yorke_dimension",
     "kernels",
     "layer",
+    "lds",
     "learned_initial_state",
     "ln_lstm",
     "lstm",
@@ -160,6 +165,7 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "mrnn",
+    "narx",
     "np_rnn",
     "optim",
     "pascanu",

@@ -39,6 +39,7 @@ FACTORIES = {
     "lru": jr.lru,
     "bn_lstm": lambda h, **kw: jr.bn_lstm(h, **({"max_steps": 4} | kw)),
     "ln_lstm": jr.ln_lstm,
+    "narx": lambda h, **kw: jr.narx(2, h, **kw),
 }
 
 CASES: list = []
@@ -564,6 +565,71 @@ case("hmm.sample-T", lambda: jr.hmm.sample(LP, LA, KEY, 2.5), TypeError, "hmm.sa
 case("hmm.sample-key", lambda: jr.hmm.sample(LP, LA, "key", 3), TypeError, "hmm.sample: key")
 case("hmm.forward_cell-num_states", lambda: jr.hmm.forward_cell("3"), TypeError, "forward_cell: num_states")
 
+# ---- linear dynamical systems ------------------------------------------------------------------
+
+LDS = {"A": jnp.eye(2), "C": jnp.ones((1, 2)), "Q": jnp.eye(2), "R": jnp.eye(1), "mu0": jnp.zeros(2)}
+LDS |= {"P0": jnp.eye(2)}
+YS = jnp.zeros((4, 2, 1))
+for fname in ("kalman_filter", "rts_smoother"):
+    f = getattr(jr.lds, fname)
+    for name, args, kw, exc, arg in (
+        ("params-list", ([], YS), {}, TypeError, "params"),
+        ("params-missing", ({k: v for k, v in LDS.items() if k != "Q"}, YS), {}, ValueError, "missing ['Q']"),
+        ("params-unknown", (LDS | {"mu_0": jnp.zeros(2)}, YS), {}, ValueError, "unknown ['mu_0']"),
+        ("params-A", (LDS | {"A": jnp.zeros((2, 3))}, YS), {}, ValueError, "params['A']"),
+        ("params-C", (LDS | {"C": jnp.zeros((1, 3))}, YS), {}, ValueError, "params['C']"),
+        ("params-R", (LDS | {"R": jnp.eye(2)}, YS), {}, ValueError, "params['R']"),
+        ("params-P0-str", (LDS | {"P0": "I"}, YS), {}, TypeError, "params['P0']"),
+        (
+            "params-B",
+            (LDS | {"B": jnp.zeros((3, 1))}, YS, jnp.zeros((4, 2, 1))),
+            {},
+            ValueError,
+            "params['B']",
+        ),
+        ("ys-m", (LDS, jnp.zeros((4, 2, 3))), {}, ValueError, "ys"),
+        ("ys-empty", (LDS, jnp.zeros((0, 1))), {}, ValueError, "ys"),
+        ("ys-str", (LDS, "y"), {}, TypeError, "ys"),
+        ("us-without-B", (LDS, YS, jnp.zeros((4, 2, 1))), {}, ValueError, "us"),
+        ("B-without-us", (LDS | {"B": jnp.zeros((2, 1))}, YS), {}, ValueError, "us is None"),
+        ("us-shape", (LDS | {"B": jnp.zeros((2, 1))}, YS, jnp.zeros((4, 1))), {}, ValueError, "us"),
+        ("lengths", (LDS, YS), {"lengths": jnp.array([5, 1])}, ValueError, "lengths"),
+        ("lengths-float", (LDS, YS), {"lengths": jnp.array([1.0, 1.0])}, TypeError, "lengths"),
+        ("parallel", (LDS, YS), {"parallel": "yes"}, TypeError, "parallel"),
+    ):
+        case(f"lds.{fname}-{name}", lambda f=f, a=args, k=kw: f(*a, **k), exc, f"lds.{fname}", arg)
+case("lds.sample-T", lambda: jr.lds.sample(LDS, KEY, 0), ValueError, "lds.sample: T")
+case("lds.sample-key", lambda: jr.lds.sample(LDS, 0, 3), TypeError, "lds.sample: key")
+case("lds.sample-batch_shape", lambda: jr.lds.sample(LDS, KEY, 3, 2), TypeError, "lds.sample: batch_shape")
+case("lds.sample-params", lambda: jr.lds.sample({}, KEY, 3), ValueError, "lds.sample: params")
+case(
+    "lds.sample-us",
+    lambda: jr.lds.sample(LDS | {"D": jnp.ones((1, 1))}, KEY, 3),
+    ValueError,
+    "lds.sample",
+    "us",
+)
+case("lds.kalman_cell-state_size", lambda: jr.lds.kalman_cell(0), ValueError, "kalman_cell: state_size")
+case(
+    "lds.kalman_cell-control_size",
+    lambda: jr.lds.kalman_cell(2, control_size=-1),
+    ValueError,
+    "kalman_cell: control_size",
+)
+case(
+    "lds.kalman_cell-init",
+    lambda: jr.lds.kalman_cell(2, control_size=2).init(KEY, 2),
+    ValueError,
+    "kalman_cell.init: input_size",
+)
+case(
+    "lds.kalman_cell-unroll-params",
+    lambda: jr.unroll(jr.lds.kalman_cell(2), LDS | {"A": jnp.eye(3)}, YS),
+    ValueError,
+    "unroll",
+    "params",
+)
+
 # ---- losses --------------------------------------------------------------------------------------
 
 P3 = jnp.ones((5, 2, 1))
@@ -600,6 +666,58 @@ for name, call, exc, arg in (
     ("valid_mask-T", lambda: losses.valid_mask(jnp.array([1, 2]), 0), ValueError, "T"),
 ):
     case(name, call, exc, name.split("-")[0], arg)
+
+
+# ---- memoryless baselines: delay taps (AR(p)), NARX and the least-squares fit --------------------
+
+for bad, exc in (("3", TypeError), (0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+    case(f"delay_taps-order-{bad!r}", lambda b=bad: jr.delay_taps(b), exc, "delay_taps: order")
+    case(f"narx-order-{bad!r}", lambda b=bad: jr.narx(b, 4), exc, "narx: order")
+    fit_order = lambda b=bad: jr.cells.fit_delay_taps(XS, XS, b)  # noqa: E731
+    case(f"fit_delay_taps-order-{bad!r}", fit_order, exc, "fit_delay_taps: order")
+for bad, exc in (("2", TypeError), (0, ValueError), (1.0, TypeError)):
+    case(f"delay_taps-output_size-{bad!r}", lambda b=bad: jr.delay_taps(2, b), exc, "delay_taps: output_size")
+    case(f"narx-output_size-{bad!r}", lambda b=bad: jr.narx(2, 4, output_size=b), exc, "narx: output_size")
+case("narx-activation-name", lambda: jr.narx(2, 4, "softsign"), ValueError, "narx: activation")
+case("narx-activation-type", lambda: jr.narx(2, 4, 3), TypeError, "narx: activation")
+case("delay_taps-init-input_size", lambda: jr.delay_taps(2).init(KEY, 0), ValueError, "delay_taps.init")
+case("narx-init-dtype", lambda: jr.narx(2, 4).init(KEY, 3, jnp.int32), TypeError, "narx.init: dtype")
+case(
+    "delay_taps-unroll-params",
+    lambda: jr.unroll(jr.delay_taps(2), jr.delay_taps(3).init(KEY, 3), XS),
+    ValueError,
+    "unroll",
+    'params["W"] must have shape (2, 3, 3)',
+)
+TG = jnp.ones((5, 2, 1), F32)
+for name, kw, exc, arg in (
+    ("xs-str", dict(xs="abc"), TypeError, "xs"),
+    ("xs-rank", dict(xs=jnp.ones(5)), ValueError, "xs must have shape (T, *batch, I)"),
+    ("xs-empty", dict(xs=jnp.ones((0, 2, 3)), targets=jnp.ones((0, 2, 1))), ValueError, "xs"),
+    ("xs-complex", dict(xs=jnp.ones((5, 2, 3), jnp.complex64)), TypeError, "xs"),
+    ("targets-batch", dict(targets=jnp.ones((5, 3, 1))), ValueError, "targets must have shape"),
+    ("targets-time", dict(targets=jnp.ones((4, 2, 1))), ValueError, "targets"),
+    ("targets-rank", dict(targets=jnp.ones((5, 2))), ValueError, "targets"),
+    ("lengths-float", dict(lengths=jnp.array([5.0, 3.0])), TypeError, "lengths"),
+    ("lengths-shape", dict(lengths=jnp.array([5, 3, 1])), ValueError, "lengths"),
+    ("lengths-range", dict(lengths=jnp.array([6, 3])), ValueError, "lengths"),
+    ("ridge-negative", dict(ridge=-1.0), ValueError, "ridge"),
+    ("ridge-nan", dict(ridge=NAN), ValueError, "ridge"),
+    ("ridge-str", dict(ridge="a"), TypeError, "ridge"),
+):
+
+    def fit(kw=kw):
+        args = {"xs": XS, "targets": TG, "order": 2} | kw
+        return jr.cells.fit_delay_taps(args.pop("xs"), args.pop("targets"), args.pop("order"), **args)
+
+    case(f"fit_delay_taps-{name}", fit, exc, "fit_delay_taps", arg)
+case(
+    "fit_delay_taps-ridge-traced",
+    lambda: jax.jit(lambda r: jr.cells.fit_delay_taps(XS, TG, 2, ridge=r))(0.1),
+    TypeError,
+    "fit_delay_taps: ridge",
+    "known at trace time",
+)
 
 
 @pytest.mark.parametrize(("call", "exc", "match"), CASES)

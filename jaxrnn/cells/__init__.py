@@ -6,6 +6,8 @@
 * :mod:`~jaxrnn.cells.lstm` -- LSTM (with forget gate, optional peepholes) and the 1997 LSTM.
 * :mod:`~jaxrnn.cells.gru` -- GRU (reset after or before the matmul) and the minimal gated unit.
 * :mod:`~jaxrnn.cells.mrnn` -- the multiplicative RNN.
+* :mod:`~jaxrnn.cells.delay` -- the memoryless baselines on delay taps: the autoregressive model AR(p)
+  (:func:`delay_taps`, fitted in closed form by :func:`fit_delay_taps`) and NARX (:func:`narx`).
 * :mod:`~jaxrnn.cells.normalised` -- the batch-normalised LSTM (Cooijmans et al.) and the
   layer-normalised LSTM (Ba et al.).
 * :mod:`~jaxrnn.cells.parallel` -- linear-recurrence cells computed by a parallel scan: minGRU,
@@ -25,6 +27,7 @@ from jaxrnn.cells.base import (
     learned_initial_state,
 )
 from jaxrnn.cells.deep import deep_rnn
+from jaxrnn.cells.delay import DelayCarry, delay_taps, fit_delay_taps, narx
 from jaxrnn.cells.dropout import RecurrentMasks, recurrent_dropout
 from jaxrnn.cells.gru import gru, mgu
 from jaxrnn.cells.lstm import lstm, lstm1997
@@ -38,6 +41,7 @@ __all__ = [
     "BNStatistics",
     "Cell",
     "CellFns",
+    "DelayCarry",
     "LRUCarry",
     "LSTMCarry",
     "RecurrentForm",
@@ -49,7 +53,9 @@ __all__ = [
     "ctrnn",
     "custom",
     "deep_rnn",
+    "delay_taps",
     "elman",
+    "fit_delay_taps",
     "gru",
     "irnn",
     "learned_initial_state",
@@ -61,6 +67,7 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "mrnn",
+    "narx",
     "np_rnn",
     "recurrent_dropout",
 ]
