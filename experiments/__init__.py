@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 #: The runnable scripts, each ``python -m experiments.<name> [--help]``.
-SCRIPTS = ("demo", "temporal_order", "adding", "copying", "digits", "char_lm", "bench")
+SCRIPTS = (
+    "demo",
+    "temporal_order",
+    "adding",
+    "copying",
+    "digits",
+    "char_lm",
+    "filtering",
+    "forecast",
+    "bench",
+)
 
 
 def not_a_script(module: str, scripts: Sequence[str] = SCRIPTS) -> NoReturn:

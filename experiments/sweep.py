@@ -351,7 +351,9 @@ class SweepResult(NamedTuple):
     sweep_dir: str
 
 
-def _sweep_dir(config: SweepConfig, experiment: str) -> str:
+def sweep_dir(config: runner.TrainConfig, experiment: str) -> str:
+    """The directory of a script that trains several runs: ``config.resume``'s (resolved), else a new
+    ``runs/<experiment>/<timestamp>/`` without a checkpoint folder (each run keeps its own)."""
     if config.resume:
         return runner.resolve_run_dir(config.resume, config.run_root, experiment)
     path = runner.new_run_dir(config.run_root, experiment)
@@ -359,11 +361,12 @@ def _sweep_dir(config: SweepConfig, experiment: str) -> str:
     return path
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
+    """``obj`` as indented JSON, written atomically (numpy and jax values converted)."""
     runner.write_atomic(path, json.dumps(obj, indent=2, default=runner.json_default).encode())
 
 
-def _resumable(root: str, name: str) -> str:
+def resumable(root: str, name: str) -> str:
     """The newest run directory of ``root/name`` that has a config.json, else ``""`` (start afresh)."""
     base = os.path.join(root, name)
     if not os.path.isdir(base):
@@ -418,9 +421,9 @@ def run_sweep(
     Raises:
       experiments.runner.Diverged: some run diverged, without ``config.allow_divergence``.
     """
-    sweep_dir = _sweep_dir(config, experiment)
-    _write_json(
-        os.path.join(sweep_dir, "config.json"),
+    out_dir = sweep_dir(config, experiment)
+    write_json(
+        os.path.join(out_dir, "config.json"),
         {"name": experiment, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
     )
     published = published or {}
@@ -454,8 +457,8 @@ def run_sweep(
                     clip=(clip,),
                     seeds=1,
                     seed=seed,
-                    run_root=sweep_dir,
-                    resume=_resumable(sweep_dir, name) if config.resume else "",
+                    run_root=out_dir,
+                    resume=resumable(out_dir, name) if config.resume else "",
                 )
                 t0 = time.perf_counter()
                 opt = make_optimizer(config.optimizer, lr, clip, config.clip_mode, config.momentum)
@@ -484,8 +487,8 @@ def run_sweep(
                     flush=True,
                 )
                 table = aggregate(runs, metric)
-                _write_json(
-                    os.path.join(sweep_dir, "results.json"),
+                write_json(
+                    os.path.join(out_dir, "results.json"),
                     {
                         "experiment": experiment,
                         "metric": metric,
@@ -503,17 +506,17 @@ def run_sweep(
     table = aggregate(runs, metric)
     print(format_table(table, metric_label, variant_label, published))
     print(error_line)
-    print(f"results: {sweep_dir}/results.json")
+    print(f"results: {out_dir}/results.json")
     plot_summary(
         table,
-        os.path.join(sweep_dir, "summary.png"),
+        os.path.join(out_dir, "summary.png"),
         metric_label,
         variant_label,
         title=experiment,
         log_y=metric == "test_loss",
     )
-    runner.report_divergence(diverged, total, config, os.path.join(sweep_dir, "results.json"))
-    return SweepResult(runs, table, sweep_dir)
+    runner.report_divergence(diverged, total, config, os.path.join(out_dir, "results.json"))
+    return SweepResult(runs, table, out_dir)
 
 
 def _train_fns(model: Model, task: Task, config: SweepConfig, on_accel: bool) -> dict:

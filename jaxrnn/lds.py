@@ -26,8 +26,8 @@ log-likelihood from its diagonal), the filtered covariance is updated in Joseph 
 ``(I - G A) P (I - G A)^T + G Q G^T + G P_s G^T``, each a sum of positive semi-definite terms, and
 every covariance is symmetrised after each step: over ``T = 10,000`` steps a float32 filter, sequential
 or parallel, agrees with a float64 run to ``2e-3`` in the means and ``1e-4`` (relative) in the
-log-likelihood, its covariances exactly symmetric and positive definite (``tests/test_lds.py``). Everything is differentiable, so the
-log-likelihood is a training loss for ``jax.grad`` + optax.
+log-likelihood, its covariances exactly symmetric and positive definite (``tests/test_lds.py``).
+Everything is differentiable, so the log-likelihood is a training loss for ``jax.grad`` + optax.
 
 ``parallel=True`` computes the same with ``jax.lax.associative_scan`` (``O(log T)`` depth) over the
 filtering and smoothing elements of S. Saerkkae and A. F. Garcia-Fernandez, "Temporal parallelization

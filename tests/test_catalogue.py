@@ -704,6 +704,8 @@ for name, kw, exc, arg in (
     ("ridge-negative", dict(ridge=-1.0), ValueError, "ridge"),
     ("ridge-nan", dict(ridge=NAN), ValueError, "ridge"),
     ("ridge-str", dict(ridge="a"), TypeError, "ridge"),
+    ("start-negative", dict(start=-1), ValueError, "start"),
+    ("start-float", dict(start=1.5), TypeError, "start"),
 ):
 
     def fit(kw=kw):

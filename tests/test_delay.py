@@ -107,20 +107,20 @@ def test_cells_shapes_init_and_values():
     np.testing.assert_allclose(final.window, [[2.0, 3.0], [0.0, 1.0], [0.0, 0.0]])
 
 
-def _design(xs, targets, order, lengths):
+def _design(xs, targets, order, lengths, start=0):
     """The rows of the fit, built one valid step at a time: ``(Phi (N, order * I + 1), Y (N, O))``."""
     xs, targets = np.asarray(xs), np.asarray(targets)
     n_in = xs.shape[-1]
     rows, ys = [], []
     for b in np.ndindex(*xs.shape[1:-1]):
-        for t in range(int(lengths[b])):
+        for t in range(start, int(lengths[b])):
             window = [xs[(t - i, *b)] if t >= i else np.zeros(n_in) for i in range(order)]
             rows.append(np.concatenate([*window, [1.0]]))
             ys.append(targets[(t, *b)])
     return np.array(rows), np.array(ys)
 
 
-FIT = jax.jit(fit_delay_taps, static_argnames=("order", "ridge"))
+FIT = jax.jit(fit_delay_taps, static_argnames=("order", "start", "ridge"))
 
 
 @pytest.mark.parametrize("ridge", [0.0, 0.7])
@@ -143,6 +143,12 @@ def test_fit_matches_numpy_least_squares_and_unroll_gives_its_predictions(ridge)
     fitted = np.concatenate([np.asarray(ys[:L, b]) for b, L in enumerate(lengths)])  # _design's row order
     np.testing.assert_allclose(fitted, phi @ theta, rtol=1e-9, atol=1e-10)
     np.testing.assert_array_equal(ys[np.arange(8)[:, None] >= lengths], 0.0)
+    # start = order - 1: conditional least squares, only the windows that lie inside the sequence
+    phi, y = _design(xs, targets, order, lengths, start=order - 1)
+    theta = np.linalg.lstsq(phi, y, rcond=None)[0]
+    params = FIT(xs, targets, order=order, lengths=jnp.asarray(lengths), start=order - 1)
+    np.testing.assert_allclose(params["W"], theta[:-1].reshape(order, I, n_out), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(params["b"], theta[-1], rtol=1e-9, atol=1e-10)
 
 
 def test_fit_recovers_an_ar2_process():

@@ -10,14 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import is_png
 
 from experiments import adding, plots, runner, sweep
 from experiments.tasks import Batch, adding_arjovsky
-
-
-def is_png(path):
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,9 @@ import math
 import os
 
 import pytest
+from helpers import is_png
 
 from experiments import copying, runner, sweep
-
-
-def is_png(path):
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_smoke_run(tmp_path, capsys):

@@ -5,14 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from helpers import is_png
 
 from experiments import digits, runner
 from experiments.tasks import permuted_digits
-
-
-def is_png(path):
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_full_test_split_has_every_test_image_once():

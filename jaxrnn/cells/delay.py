@@ -244,23 +244,24 @@ def _windows(xs, order: int):
     return _flat(jnp.stack(taps, axis=-2))
 
 
-def fit_delay_taps(xs, targets, order: int, *, lengths=None, ridge: float = 0.0):
+def fit_delay_taps(xs, targets, order: int, *, lengths=None, start: int = 0, ridge: float = 0.0):
     """The least-squares fit of :func:`delay_taps`: params ``{"W": (order, I, O), "b": (O,)}``.
 
     Box & Jenkins' least-squares estimate of an AR(p) model (with ``targets[t] = xs[t + 1]``), in
-    closed form. Each valid step ``t < lengths[b]`` of each sequence is one row of the design matrix:
+    closed form. Each valid step ``start <= t < lengths[b]`` of each sequence is one row of the design
+    matrix:
     the window the cell sees at that step, ``phi_t = (x_t, x_{t-1}, .., x_{t-order+1})`` flattened to
     ``(order * I,)`` (zeros before the start, exactly as :func:`delay_taps` pads), and a 1 for ``b``.
     The fit minimises::
 
-        sum_{b, t < lengths[b]} |targets[t, b] - phi_t @ W.reshape(order * I, O) - b|^2 + ridge |W|^2
+        sum_{b, start <= t < lengths[b]} |targets[t, b] - phi_t @ W.reshape(order * I, O) - b|^2 + ridge |W|^2
 
     (the bias is not penalised), so ``jr.unroll(delay_taps(order, O), params, xs, lengths=lengths)``
     gives the fitted predictions. In plain Python::
 
         rows, ys = [], []
         for b in batch:
-            for t in range(lengths[b]):
+            for t in range(start, lengths[b]):
                 window = [xs[t - i, b] if t >= i else zeros(I) for i in range(order)]
                 rows.append(concatenate(window + [[1.0]]))
                 ys.append(targets[t, b])
@@ -276,7 +277,11 @@ def fit_delay_taps(xs, targets, order: int, *, lengths=None, ridge: float = 0.0)
     shorter than ``order``; singular values below ``eps * max(N, order * I)`` of the largest count as
     zero, so fit ill-conditioned series in float64). No valid step at all gives zeros.
 
-    Under ``jax.jit`` ``order`` and ``ridge`` are static (``static_argnames=("order", "ridge")``);
+    ``start = order - 1`` leaves out the windows that reach before the start of the sequence (their
+    zero padding), which is Box & Jenkins' conditional least squares for an AR(p) on one series.
+
+    Under ``jax.jit`` ``order``, ``start`` and ``ridge`` are static
+    (``static_argnames=("order", "start", "ridge")``);
     ``xs``, ``targets`` and ``lengths`` may be traced.
 
     Args:
@@ -285,6 +290,8 @@ def fit_delay_taps(xs, targets, order: int, *, lengths=None, ridge: float = 0.0)
       order: the number of taps ``p``, a positive int.
       lengths: ``(*batch)`` ints in ``[0, T]``; steps ``t >= lengths[b]`` are left out (as
         :func:`jaxrnn.unroll` leaves them out). ``None``: every step.
+      start: the first step of each sequence that is a row, an int ``>= 0`` (``order - 1``: full windows
+        only).
       ridge: the L2 penalty on ``W``, a finite real number ``>= 0``.
 
     Returns:
@@ -293,6 +300,7 @@ def fit_delay_taps(xs, targets, order: int, *, lengths=None, ridge: float = 0.0)
     """
     fn = "fit_delay_taps"
     order = check.positive_int(order, f"{fn}: order")
+    start = check.int_at_least(start, f"{fn}: start", minimum=0)
     ridge = check.real_number(ridge, f"{fn}: ridge", low=0.0)
     xs = check.real_array(xs, f"{fn}: xs")
     targets = check.real_array(targets, f"{fn}: targets")
@@ -314,7 +322,8 @@ def fit_delay_taps(xs, targets, order: int, *, lengths=None, ridge: float = 0.0)
     n_out, n_taps = targets.shape[-1], order * n_in
 
     t = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
-    valid = jnp.broadcast_to(t < (T if lengths is None else lengths), (T, *batch_shape)).reshape(-1, 1)
+    in_range = (t >= start) & (t < (T if lengths is None else lengths))
+    valid = jnp.broadcast_to(in_range, (T, *batch_shape)).reshape(-1, 1)
     phi = jnp.where(valid, _windows(xs, order).reshape(-1, n_taps), 0.0)  # padding never reaches it
     y = jnp.where(valid, targets.reshape(-1, n_out), 0.0)
     n = jnp.maximum(jnp.sum(valid), 1).astype(dtype)
