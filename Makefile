@@ -25,7 +25,7 @@ install: $(STAMP)
 # (set XLA_FLAGS to override).
 test: $(STAMP)
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} XLA_FLAGS=$${XLA_FLAGS:---xla_backend_optimization_level=0} \
-		$(BIN)/python -m pytest -n auto -q tests
+		$(BIN)/python -m pytest -n auto --dist loadgroup -q tests
 
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo

@@ -39,12 +39,12 @@ only (they describe the dynamics, so a truncated cell has its wrapped cell's Jac
 Each takes every transform and composition, or raises an error naming what it cannot serve and why
 (``tests/test_composition.py`` holds the whole matrix to plain-loop references).
 
-Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.activations`,
-:mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`,
-:mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`,
-:mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every
-module shares). The framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and
-:mod:`jaxrnn.eqx` (extra ``equinox``) are imported on first use.
+Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.softmax`,
+:mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`,
+:mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`,
+:mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators`
+(the argument checks every module shares). The framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen`
+(extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are imported on first use.
 """
 
 from jaxrnn import (
@@ -60,6 +60,7 @@ from jaxrnn import (
     optim,
     regularisers,
     second_order,
+    softmax,
     truncation,
     validators,
 )
@@ -172,6 +173,7 @@ __all__ = [
     "recurrent_dropout",
     "regularisers",
     "second_order",
+    "softmax",
     "spectral_radius",
     "stack",
     "state_gradients",

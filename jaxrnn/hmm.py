@@ -16,6 +16,7 @@ References: L. R. Rabiner, "A tutorial on hidden Markov models and selected appl
 recognition", Proc. IEEE 77(2), 1989; A. J. Viterbi, "Error bounds for convolutional codes ...", 1967.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -69,6 +70,7 @@ def _log_normalise(v):
     return v - c, c[..., 0]
 
 
+@functools.partial(jax.jit, static_argnames=("parallel",))  # eager calls: one program, not op by op
 def _forward_messages(log_pi, log_A, log_obs, valid, parallel: bool):
     """``(log_alpha, log_c)``: normalised filtered log beliefs ``(T, *batch, K)`` and the log normalisers
     ``(T, *batch)`` (0 on padding steps, where the belief stands still)."""
@@ -128,6 +130,31 @@ def forward(log_pi, log_A, log_obs, *, lengths=None, parallel: bool = False):
     return jnp.sum(log_c, axis=0), jnp.exp(log_alpha)
 
 
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def _backward_messages(log_A, log_obs, valid, parallel: bool):
+    """``log_beta (T, *batch, K)``: ``log p(y_{t+1}..y_{L-1} | z_t)`` (0 at and past the last valid step)."""
+    # backward messages: step t combines step t+1's evidence, where t+1 is valid
+    nxt = jnp.concatenate([log_obs[1:], jnp.zeros_like(log_obs[:1])], axis=0)
+    nxt_ok = jnp.concatenate([valid[1:], jnp.zeros_like(valid[:1])], axis=0)
+    K = log_A.shape[0]
+    if parallel:
+        eye = jnp.where(jnp.eye(K, dtype=bool), 0.0, _NEG).astype(log_A.dtype)
+        mats = jnp.where(nxt_ok[..., None, None], log_A + nxt[..., None, :], eye)  # N_t
+        suffix = jax.lax.associative_scan(lambda a, b: _logmatmul(b, a), mats, axis=0, reverse=True)
+        log_beta = jax.nn.logsumexp(suffix, axis=-1)  # (N_t ... N_{T-1}) applied to log 1 = 0
+    else:
+
+        def body(beta, inp):
+            obs, ok = inp
+            new = jax.nn.logsumexp(log_A + (obs + beta)[..., None, :], axis=-1)
+            new = jnp.where(ok[..., None], new, beta)
+            return new, new
+
+        init = jnp.zeros(log_obs.shape[1:], log_obs.dtype)
+        _, log_beta = jax.lax.scan(body, init, (nxt, nxt_ok), reverse=True)
+    return log_beta
+
+
 def smoother(log_pi, log_A, log_obs, *, lengths=None, parallel: bool = False):
     """The forward-backward smoother: ``(log_likelihood, smoothed_probs)``, ``smoothed_probs[t] =
     p(z_t | y_0..y_{L-1})``, ``(T, *batch, K)`` (zeros past a sequence's length).
@@ -144,25 +171,7 @@ def smoother(log_pi, log_A, log_obs, *, lengths=None, parallel: bool = False):
     log_pi, log_A, log_obs, lengths, T, batch_shape = _check(log_pi, log_A, log_obs, lengths, fn)
     valid = _valid(T, batch_shape, lengths)
     log_alpha, log_c = _forward_messages(log_pi, log_A, log_obs, valid, parallel)
-    # backward messages: step t combines step t+1's evidence, where t+1 is valid
-    nxt = jnp.concatenate([log_obs[1:], jnp.zeros_like(log_obs[:1])], axis=0)
-    nxt_ok = jnp.concatenate([valid[1:], jnp.zeros_like(valid[:1])], axis=0)
-    K = log_pi.shape[0]
-    if parallel:
-        eye = jnp.where(jnp.eye(K, dtype=bool), 0.0, _NEG).astype(log_A.dtype)
-        mats = jnp.where(nxt_ok[..., None, None], log_A + nxt[..., None, :], eye)  # N_t
-        suffix = jax.lax.associative_scan(lambda a, b: _logmatmul(b, a), mats, axis=0, reverse=True)
-        log_beta = jax.nn.logsumexp(suffix, axis=-1)  # (N_t ... N_{T-1}) applied to log 1 = 0
-    else:
-
-        def body(beta, inp):
-            obs, ok = inp
-            new = jax.nn.logsumexp(log_A + (obs + beta)[..., None, :], axis=-1)
-            new = jnp.where(ok[..., None], new, beta)
-            return new, new
-
-        init = jnp.zeros(log_obs.shape[1:], log_obs.dtype)
-        _, log_beta = jax.lax.scan(body, init, (nxt, nxt_ok), reverse=True)
+    log_beta = _backward_messages(log_A, log_obs, valid, parallel)
     post, _ = _log_normalise(log_alpha + log_beta)
     return jnp.sum(log_c, axis=0), jnp.where(valid[..., None], jnp.exp(post), 0.0)
 

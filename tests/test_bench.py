@@ -14,6 +14,9 @@ import pytest
 
 from experiments import bench, runner
 
+# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("bench")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None

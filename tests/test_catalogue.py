@@ -630,6 +630,104 @@ case(
     "params",
 )
 
+# ---- hierarchical softmax ----------------------------------------------------------------------
+
+SM = jr.softmax.hierarchical(jr.softmax.balanced_tree(5))
+SM_P, SM_H, SM_T = {"W": jnp.zeros((4, 3)), "b": jnp.zeros(4)}, jnp.zeros((2, 3)), jnp.array([0, 4])
+for name, call, exc, arg in (
+    ("huffman_tree-counts-2d", lambda: jr.softmax.huffman_tree(np.ones((2, 3))), ValueError, "counts"),
+    ("huffman_tree-counts-negative", lambda: jr.softmax.huffman_tree([3, -1, 2]), ValueError, "non-negative"),
+    ("huffman_tree-counts-nan", lambda: jr.softmax.huffman_tree([3.0, NAN]), ValueError, "finite"),
+    ("huffman_tree-counts-inf", lambda: jr.softmax.huffman_tree([3.0, INF]), ValueError, "finite"),
+    ("huffman_tree-counts-one-word", lambda: jr.softmax.huffman_tree([7]), ValueError, "at least 2 words"),
+    ("huffman_tree-counts-empty", lambda: jr.softmax.huffman_tree([]), ValueError, "at least 2 words"),
+    ("huffman_tree-counts-str", lambda: jr.softmax.huffman_tree(["a", "b"]), TypeError, "counts"),
+    ("huffman_tree-counts-bool", lambda: jr.softmax.huffman_tree([True, False]), TypeError, "counts"),
+    (
+        "huffman_tree-counts-traced",
+        lambda: jax.jit(jr.softmax.huffman_tree)(jnp.ones(3)),
+        TypeError,
+        "concrete",
+    ),
+    ("balanced_tree-num_words-1", lambda: jr.softmax.balanced_tree(1), ValueError, "num_words"),
+    ("balanced_tree-num_words-float", lambda: jr.softmax.balanced_tree(4.0), TypeError, "num_words"),
+    ("hierarchical-tree", lambda: jr.softmax.hierarchical(5), TypeError, "tree"),
+    ("hierarchical.init-key", lambda: SM.init(None, 3), TypeError, "key"),
+    ("hierarchical.init-hidden_size", lambda: SM.init(KEY, 0), ValueError, "hidden_size"),
+    ("hierarchical.init-dtype", lambda: SM.init(KEY, 3, jnp.int32), TypeError, "dtype"),
+    (
+        "hierarchical.log_prob-targets-range",
+        lambda: SM.log_prob(SM_P, SM_H, jnp.array([0, 5])),
+        ValueError,
+        "[0, V=5)",
+    ),
+    (
+        "hierarchical.log_prob-targets-negative",
+        lambda: SM.log_prob(SM_P, SM_H, [-1, 0]),
+        ValueError,
+        "targets",
+    ),
+    (
+        "hierarchical.log_prob-targets-float",
+        lambda: SM.log_prob(SM_P, SM_H, jnp.array([0.0, 1.0])),
+        TypeError,
+        "targets",
+    ),
+    (
+        "hierarchical.log_prob-targets-shape",
+        lambda: SM.log_prob(SM_P, SM_H, jnp.array([0, 1, 2])),
+        ValueError,
+        "targets",
+    ),
+    (
+        "hierarchical.log_prob-h",
+        lambda: SM.log_prob(SM_P, jnp.zeros((2, 4)), SM_T),
+        ValueError,
+        "h must have shape",
+    ),
+    (
+        "hierarchical.log_prob-params-int",
+        lambda: SM.log_prob({"W": jnp.zeros((4, 3), int), "b": SM_P["b"]}, SM_H, SM_T),
+        TypeError,
+        "params['W']",
+    ),
+    (
+        "hierarchical.log_probs-h",
+        lambda: SM.log_probs(SM_P, jnp.zeros((2, 4))),
+        ValueError,
+        "h must have shape",
+    ),
+    ("hierarchical.log_probs-h-str", lambda: SM.log_probs(SM_P, "h"), TypeError, "h"),
+    ("hierarchical.log_probs-params-list", lambda: SM.log_probs([], SM_H), TypeError, "params"),
+    (
+        "hierarchical.log_probs-params-keys",
+        lambda: SM.log_probs({"W": SM_P["W"]}, SM_H),
+        ValueError,
+        "params",
+    ),
+    (
+        "hierarchical.log_probs-params-V",
+        lambda: SM.log_probs({"W": jnp.zeros((5, 3)), "b": jnp.zeros(5)}, SM_H),
+        ValueError,
+        "params['W']",
+    ),
+    (
+        "hierarchical.log_probs-params-b",
+        lambda: SM.log_probs({"W": SM_P["W"], "b": jnp.zeros(3)}, SM_H),
+        ValueError,
+        "params['b']",
+    ),
+    ("hierarchical.sample-key", lambda: SM.sample(SM_P, SM_H, None), TypeError, "key"),
+    ("hierarchical.sample-key-int", lambda: SM.sample(SM_P, SM_H, 0), TypeError, "key"),
+    (
+        "hierarchical.sample-h",
+        lambda: SM.sample(SM_P, jnp.zeros((2, 4)), KEY),
+        ValueError,
+        "h must have shape",
+    ),
+):
+    case(f"softmax.{name}", call, exc, name.split("-")[0], arg)
+
 # ---- losses --------------------------------------------------------------------------------------
 
 P3 = jnp.ones((5, 2, 1))
