@@ -40,16 +40,18 @@ Each takes every transform and composition, or raises an error naming what it ca
 (``tests/test_composition.py`` holds the whole matrix to plain-loop references).
 
 Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.softmax`,
-:mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`,
-:mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`,
-:mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators`
-(the argument checks every module shares). The framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen`
-(extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are imported on first use.
+:mod:`jaxrnn.decoding`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`,
+:mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`,
+:mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and
+:mod:`jaxrnn.validators` (the argument checks every module shares). The framework modules
+:mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are
+imported on first use.
 """
 
 from jaxrnn import (
     activations,
     cells,
+    decoding,
     diagnostics,
     hmm,
     initialisers,
@@ -137,6 +139,7 @@ __all__ = [
     "bn_lstm",
     "cells",
     "ctrnn",
+    "decoding",
     "deep_rnn",
     "delay_taps",
     "diagnostics",

@@ -12,6 +12,9 @@ user's (``preds = ys @ W + b``) turns the outputs ``ys (T, *batch, H)`` into pre
   :func:`transducer`, with :func:`valid_mask` for the ``t < lengths`` mask.
 * **Encoder** -- the sequence's representation ``y_n`` (and the state it came from) feeds another
   model, e.g. a decoder RNN started from it (machine translation) or a classifier: :func:`encode`.
+* **Encoder-decoder** -- an encoder's final state starts a decoder RNN that generates the target
+  sequence (Sutskever et al. 2014): :func:`seq2seq`, its teacher-forced training loss; generation is in
+  :mod:`jaxrnn.decoding`.
 
 **The per-step rule.** ``loss(p, y)`` is applied with broadcasting to all steps at once. It must return
 either ``p.shape[:-1]`` (one value per step, like the cross-entropies) or ``p.shape`` (one per feature,
@@ -35,13 +38,15 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
 from jaxrnn.unroll import check_unroll_kwargs
 from jaxrnn.unroll import unroll as unroll_cell
 
-__all__ = ["acceptor", "encode", "last_valid", "transducer", "valid_mask"]
+__all__ = ["acceptor", "encode", "last_valid", "seq2seq", "transducer", "valid_mask"]
 
 _TRANSDUCER_REDUCTIONS = ("mean", "sequence_mean", "sum", "none")
 _ACCEPTOR_REDUCTIONS = ("mean", "sum", "none")
@@ -444,6 +449,8 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
 
         grads = jax.grad(seq2seq_loss)(params, src, src_len, tgt, tgt_len)   # BPTT through both RNNs
 
+    (:func:`seq2seq` is this loss, with a bridge between unlike carries and a reversed source.)
+
     Args:
       cell, params, xs, carry, lengths: as for :func:`~jaxrnn.unroll`; ``xs (T, *batch, I)``.
       **unroll_kwargs: ``resets``, ``reverse``, ``time_axis``, ``unroll``, ``remat``, ``probes``,
@@ -472,3 +479,256 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
         carry = check.carry(cell, params, carry, batch_shape, fn)
     final, _ = unroll_cell(cell, params, xs, carry, lengths=lengths, **unroll_kwargs)
     return cell.output(final), final
+
+
+# --------------------------------------------------------------------------------------------------
+# the encoder-decoder
+
+_SEQ2SEQ_KEYS = ("encoder", "decoder", "embed", "W", "b")
+
+
+def _renamed(check_fn, *renames):
+    """Run ``check_fn()``, applying the ``(old, new)`` renames to the message of a TypeError /
+    ValueError."""
+    try:
+        return check_fn()
+    except (TypeError, ValueError) as e:
+        message = str(e)
+        for old, new in renames:
+            message = message.replace(old, new, 1)
+        raise type(e)(message) from None
+
+
+def _struct(tree):
+    return [(tuple(x.shape), jnp.dtype(x.dtype)) for x in jax.tree.leaves(tree)]
+
+
+def _describe_carry(tree) -> str:
+    return f"{jax.tree.structure(tree)} with leaf shapes {[s for s, _ in _struct(tree)]}"
+
+
+def _check_tokens(tokens, lead: tuple, what: str, fn: str):
+    tokens = _as_array(tokens, what, fn)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: {what} must be an integer array of tokens (U, *batch); got dtype {tokens.dtype}"
+        )
+    if tokens.ndim < 1 or tuple(tokens.shape[1:]) != lead or tokens.shape[0] == 0:
+        raise ValueError(
+            f"{fn}: {what} must have shape (U, *batch) with U >= 1 and batch {lead} (the batch dims of "
+            f"xs), time first; got {tuple(tokens.shape)}"
+        )
+    return tokens
+
+
+def _check_token_range(tokens, lengths, V: int, what: str, fn: str) -> None:
+    """Tokens on the valid steps in ``[0, V)``, checked on concrete values only."""
+    if not check.is_concrete(tokens) or (lengths is not None and not check.is_concrete(lengths)):
+        return
+    host = np.asarray(tokens)
+    if lengths is not None:
+        U = host.shape[0]
+        host = host[np.arange(U).reshape((U,) + (1,) * (host.ndim - 1)) < np.asarray(lengths)]
+    if host.size and (host.min() < 0 or host.max() >= V):
+        vocab = 'params["embed"]' if what == "ys_in" else 'params["W"] and params["b"]'
+        raise ValueError(
+            f"{fn}: {what} must be in [0, {V}) on the valid steps (the vocabulary of {vocab}); "
+            f"got values in [{int(host.min())}, {int(host.max())}]"
+        )
+
+
+def _check_matrix(value, shape: tuple, what: str, fn: str, want: str):
+    """A floating array of ``shape`` (``None`` entries free); ``want`` describes it."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: {what} must be a floating array of shape {want}; got {type(value).__name__}"
+            + (f" of dtype {dtype}" if dtype is not None else "")
+        )
+    got = tuple(value.shape)
+    if len(got) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got)):
+        raise ValueError(f"{fn}: {what} must have shape {want}; got {got}")
+    return value
+
+
+def seq2seq(
+    encoder: Cell,
+    decoder: Cell,
+    params,
+    xs,
+    ys_in,
+    ys_out,
+    *,
+    x_lengths=None,
+    y_lengths=None,
+    bridge: Callable | None = None,
+    reverse_source: bool = False,
+    reduction: str = "mean",
+) -> jax.Array:
+    """The teacher-forced loss of an encoder-decoder (Sutskever et al. 2014): the cross-entropy of the
+    target tokens ``ys_out`` given the source ``xs`` and the previous target tokens ``ys_in``.
+
+    The encoder reads the source; its final state (:func:`encode`), as it is or mapped by ``bridge``,
+    is the decoder's initial state; the decoder reads the embedded previous tokens and a linear readout
+    gives the logits of the next one. With ``E = params["embed"]``, ``W = params["W"]``,
+    ``b = params["b"]``::
+
+        s_n  = encoder state after x_1 .. x_n                      (x_n .. x_1 with reverse_source)
+        d_0  = s_n  or  bridge(params, s_n)
+        d_u  = decoder.step(params["decoder"], d_{u-1}, E[ys_in[u]])
+        log p(ys_out[u] | ys_in[<=u], x) = log_softmax(decoder.output(d_u) @ W + b)[ys_out[u]]
+
+    Teacher forcing: ``ys_in`` is the target shifted right, a start token first
+    (``ys_in = [bos, y_1, ..., y_{U-1}]``, ``ys_out = [y_1, ..., y_U]``, e.g. ``y_U = eos``); the
+    decoder is fed the true previous token, never its own prediction. The per-step losses
+    ``l[u, b] = -log p(ys_out[u, b] | ...)`` on the valid steps ``u < y_lengths[b]`` are reduced as
+    :func:`transducer` does (``"mean"`` per valid token, ``"sequence_mean"``, ``"sum"``, ``"none"``);
+    per sequence, ``reduction="none"`` summed over ``u`` is ``-log p(y | x)``, whose minimum
+    :func:`jaxrnn.decoding.beam_search` searches for. In plain Python, one sequence ``b``::
+
+        s = encoder.initial_carry(params["encoder"], ())
+        for t in (reversed if reverse_source else iter)(range(x_lengths[b])):
+            s = encoder.step(params["encoder"], s, xs[t, b])
+        d = s if bridge is None else bridge(params, s)
+        l = []
+        for u in range(y_lengths[b]):
+            d = decoder.step(params["decoder"], d, E[ys_in[u, b]])
+            logits = decoder.output(d) @ W + b
+            l.append(logsumexp(logits) - logits[ys_out[u, b]])
+
+    The same parameters decode (:mod:`jaxrnn.decoding`) with the step::
+
+        step = lambda d, tok: (lambda d2: (d2, decoder.output(d2) @ W + b))(
+            decoder.step(params["decoder"], d, E[tok]))
+        tokens, log_prob = jr.decoding.beam_search(step, d_0, bos, max_length, beam_size, eos_token=eos)
+
+    Args:
+      encoder, decoder: the two cells (:class:`~jaxrnn.Cell`). Without a ``bridge`` their carries must
+        have the same structure and shapes (e.g. two ``jr.lstm(H)``); dtypes follow the decoder's.
+      params: a dict with ``"encoder"`` and ``"decoder"`` (the cells' params), ``"embed"``
+        ``(V_in, I_dec)`` (the decoder's input embedding), ``"W"`` ``(H_dec, V)`` and ``"b"`` ``(V,)``
+        (the readout; ``H_dec`` the decoder's output size), and whatever ``bridge`` reads.
+      xs: the source, ``(S, *batch, I_enc)``, time first; any number of batch dims.
+      ys_in: the decoder's input tokens ``(U, *batch)``, integers in ``[0, V_in)`` on the valid steps.
+      ys_out: the target tokens ``(U, *batch)``, integers in ``[0, V)`` on the valid steps.
+      x_lengths: ``(*batch)`` integers in ``[0, S]``; None means all ``S`` source steps are valid.
+      y_lengths: ``(*batch)`` integers in ``[0, U]``; None means all ``U`` target steps are valid.
+        Padding (either side) contributes exactly 0 and gets a zero gradient, whatever tokens it holds.
+      bridge: None, or ``bridge(params, s_n) -> d_0`` mapping the encoder's final carry (batched,
+        ``(*batch, ...)`` leaves) to a decoder carry (e.g. ``LSTMCarry(jnp.tanh(s_n @ params["bridge"]),
+        zeros)`` from a GRU encoder to an LSTM decoder).
+      reverse_source: read each source sequence backwards (its valid steps, last first), Sutskever et
+        al.'s reversal of the source sentence.
+      reduction: ``"mean"`` (default), ``"sequence_mean"``, ``"sum"`` or ``"none"``, as for
+        :func:`transducer`.
+
+    Returns:
+      A scalar, or for ``"none"`` the per-step losses ``(U, *batch)`` (zero on padding).
+
+    Raises:
+      TypeError / ValueError before tracing for cells that are not Cells, ``params`` without the keys
+      above or with entries of the wrong shape or dtype, ``xs`` that does not fit the encoder, tokens
+      that are not integer ``(U, *batch)`` arrays or (when concrete) out of their vocabulary on valid
+      steps, lengths of the wrong shape, dtype or range, an encoder carry that does not fit the decoder
+      (without a bridge) or a bridge whose output does not, a non-bool ``reverse_source``, an unknown
+      ``reduction``.
+
+    References: I. Sutskever, O. Vinyals, Q. V. Le, "Sequence to Sequence Learning with Neural
+    Networks" (NeurIPS 2014), sections 2 and 3.3 (the reversed source); V. Kitov, "Recurrent neural
+    nets" (lecture), "Common use-cases of RNN: Encoder"; B. Leibe, RWTH Aachen, Machine Learning
+    Lecture 17 (encoder-decoder RNNs).
+    """
+    fn = "seq2seq"
+    reduction = _check_reduction(reduction, _TRANSDUCER_REDUCTIONS, fn)
+    reverse_source = check.bool_arg(reverse_source, f"{fn}: reverse_source")
+    for what, c in (("encoder", encoder), ("decoder", decoder)):
+        if not isinstance(c, Cell):
+            raise TypeError(f"{fn}: {what} must be a jaxrnn Cell (e.g. jr.lstm(128)); got {type(c).__name__}")
+    if not hasattr(params, "keys") or not hasattr(params, "__getitem__"):
+        raise TypeError(
+            f"{fn}: params must be a dict with keys {list(_SEQ2SEQ_KEYS)}; got {type(params).__name__}"
+        )
+    missing = [k for k in _SEQ2SEQ_KEYS if k not in params]
+    if missing:
+        raise ValueError(
+            f"{fn}: params must be a dict with keys {list(_SEQ2SEQ_KEYS)} (and any the bridge reads); "
+            f"missing {missing}"
+        )
+    check.params(encoder, params["encoder"], fn, 'params["encoder"]')
+    check.params(decoder, params["decoder"], fn, 'params["decoder"]')
+    xs_t, _ = check.xs(encoder, params["encoder"], xs, 0, fn)
+    S, batch = xs_t.shape[0], tuple(xs_t.shape[1:-1])
+    ys_in = _check_tokens(ys_in, batch, "ys_in", fn)
+    ys_out = _check_tokens(ys_out, batch, "ys_out", fn)
+    U = ys_in.shape[0]
+    if ys_out.shape[0] != U:
+        raise ValueError(
+            f"{fn}: ys_out must have the shape of ys_in, {tuple(ys_in.shape)} (one target per decoder "
+            f"step); got {tuple(ys_out.shape)}"
+        )
+    if x_lengths is not None:
+        x_lengths = _renamed(
+            lambda: check.lengths(x_lengths, S, batch, fn),
+            (f"{fn}: lengths", f"{fn}: x_lengths"),
+            ("T=", "S="),
+        )
+    if y_lengths is not None:
+        y_lengths = _renamed(
+            lambda: check.lengths(y_lengths, U, batch, fn),
+            (f"{fn}: lengths", f"{fn}: y_lengths"),
+            ("T=", "U="),
+        )
+
+    dec_carry = jax.eval_shape(lambda p: decoder.initial_carry(p, batch), params["decoder"])
+    H_dec = jax.eval_shape(decoder.output, dec_carry).shape[-1]
+    I_dec = decoder.input_size(params["decoder"])
+    embed = _check_matrix(
+        params["embed"], (None, I_dec), 'params["embed"]', fn, f"(V_in, {I_dec}) (the decoder's input size)"
+    )
+    W = _check_matrix(
+        params["W"], (H_dec, None), 'params["W"]', fn, f"({H_dec}, V) (the decoder's output size)"
+    )
+    V = W.shape[1]
+    b = _check_matrix(params["b"], (V,), 'params["b"]', fn, f'({V},) (V from params["W"])')
+    _check_token_range(ys_in, y_lengths, embed.shape[0], "ys_in", fn)
+    _check_token_range(ys_out, y_lengths, V, "ys_out", fn)
+
+    enc_carry = jax.eval_shape(lambda p: encoder.initial_carry(p, batch), params["encoder"])
+    if bridge is None:
+        bridged = enc_carry
+        what = "the encoder's final carry"
+        hint = "; pass bridge=lambda params, carry: ... to map one to the other"
+    else:
+        if not callable(bridge):
+            raise TypeError(
+                f"{fn}: bridge must be None or a callable (params, encoder carry) -> decoder carry; "
+                f"got {type(bridge).__name__}"
+            )
+        try:
+            bridged = jax.eval_shape(bridge, params, enc_carry)
+        except Exception as e:  # noqa: BLE001 - the user's function: say where it failed, keep the cause
+            raise TypeError(
+                f"{fn}: bridge(params, carry) failed on the encoder's final carry "
+                f"({_describe_carry(enc_carry)}): {type(e).__name__}: {e}"
+            ) from e
+        what, hint = "bridge(params, carry)", ""
+    fits = jax.tree.structure(bridged) == jax.tree.structure(dec_carry) and [
+        s for s, _ in _struct(bridged)
+    ] == [s for s, _ in _struct(dec_carry)]
+    if not fits:
+        raise ValueError(
+            f"{fn}: {what} ({_describe_carry(bridged)}) does not fit the decoder, whose carry is "
+            f"{_describe_carry(dec_carry)}{hint}"
+        )
+    if not all(jnp.issubdtype(d, jnp.floating) for _, d in _struct(bridged)):
+        raise TypeError(f"{fn}: {what} must be floating; got dtypes {[str(d) for _, d in _struct(bridged)]}")
+
+    _, final = encode(encoder, params["encoder"], xs_t, lengths=x_lengths, reverse=reverse_source)
+    d0 = final if bridge is None else bridge(params, final)
+    d0 = jax.tree.map(lambda x, e: x.astype(e.dtype), d0, dec_carry)
+    if y_lengths is not None:  # padding may hold any token (e.g. -1): read a valid row of E there
+        ys_in = jnp.where(jnp.arange(U).reshape((U,) + (1,) * len(batch)) < y_lengths, ys_in, 0)
+    _, ys = unroll_cell(decoder, params["decoder"], embed[ys_in], d0, lengths=y_lengths)
+    logits = ys @ W + b
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return transducer(ce, logits, ys_out, y_lengths, reduction=reduction)

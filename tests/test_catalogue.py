@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxrnn as jr
+from jaxrnn import decoding, losses
 from jaxrnn import diagnostics as dg
 from jaxrnn import initialisers as inits
-from jaxrnn import losses
 from jaxrnn import truncation as tr
 
 KEY = jax.random.PRNGKey(0)
@@ -727,6 +727,133 @@ for name, call, exc, arg in (
     ),
 ):
     case(f"softmax.{name}", call, exc, name.split("-")[0], arg)
+
+# ---- decoding (greedy, beam search, sampling) and the seq2seq loss --------------------------------
+
+DEC = {
+    "step": lambda c, tok: (c, c + jnp.eye(3)[tok]),
+    "carry": jnp.zeros(3),
+    "start_token": 0,
+    "max_length": 3,
+}
+for fname, extra in (("greedy", {}), ("beam_search", {"beam_size": 2}), ("sample", {"key": KEY})):
+    f = getattr(decoding, fname)
+    for name, kw, exc, arg in (
+        ("step-str", {"step": "f"}, TypeError, "step must be a callable"),
+        (
+            "step-fails",
+            {"step": lambda c, tok: (c, c @ jnp.ones((2, 2)))},
+            TypeError,
+            "step(carry, token) failed",
+        ),
+        ("step-no-pair", {"step": lambda c, tok: c}, TypeError, "step must return a pair"),
+        ("step-carry", {"step": lambda c, tok: (c[:2], c)}, ValueError, "step must return a carry"),
+        (
+            "step-logits-rank",
+            {"step": lambda c, tok: (c, jnp.outer(c, c))},
+            ValueError,
+            "logits of shape (V,)",
+        ),
+        ("step-logits-int", {"step": lambda c, tok: (c, jnp.arange(3))}, TypeError, "floating logits"),
+        ("carry-str", {"carry": "c"}, TypeError, "carry"),
+        ("max_length-0", {"max_length": 0}, ValueError, "max_length"),
+        ("max_length-float", {"max_length": 2.0}, TypeError, "max_length"),
+        ("max_length-None", {"max_length": None}, TypeError, "max_length"),
+        ("start_token-float", {"start_token": 1.0}, TypeError, "start_token"),
+        ("start_token-bool", {"start_token": True}, TypeError, "start_token"),
+        ("start_token-vector", {"start_token": jnp.zeros(2, jnp.int32)}, TypeError, "start_token"),
+        ("start_token-range", {"start_token": 3}, ValueError, "start_token must be in [0, V=3)"),
+        ("start_token-negative", {"start_token": -1}, ValueError, "start_token"),
+        ("eos_token-range", {"eos_token": 3}, ValueError, "eos_token must be in [0, V=3)"),
+        ("eos_token-str", {"eos_token": "eos"}, TypeError, "eos_token"),
+        ("eos_token-float", {"eos_token": jnp.asarray(2.0)}, TypeError, "eos_token"),
+    ):
+        kw = {**DEC, **extra, **kw}
+        case(f"decoding.{fname}-{name}", lambda f=f, k=kw: f(**k), exc, f"decoding.{fname}", arg)
+for bad, exc in ((0, ValueError), (-1, ValueError), ("2", TypeError), (2.0, TypeError), (True, TypeError)):
+    call = lambda b=bad: decoding.beam_search(**DEC, beam_size=b)  # noqa: E731
+    case(f"decoding.beam_search-beam_size-{bad!r}", call, exc, "decoding.beam_search: beam_size")
+for bad, exc in ((-0.5, ValueError), (NAN, ValueError), (INF, ValueError), ("0.6", TypeError)):
+    call = lambda b=bad: decoding.beam_search(**DEC, beam_size=2, length_penalty=b)  # noqa: E731
+    case(f"decoding.beam_search-length_penalty-{bad!r}", call, exc, "decoding.beam_search: length_penalty")
+for bad, exc in (
+    (0.0, ValueError),
+    (-1.0, ValueError),
+    (INF, ValueError),
+    (NAN, ValueError),
+    ("hot", TypeError),
+):
+    call = lambda b=bad: decoding.sample(**DEC, key=KEY, temperature=b)  # noqa: E731
+    case(f"decoding.sample-temperature-{bad!r}", call, exc, "decoding.sample: temperature")
+for name, bad, exc, arg in (
+    ("None", None, TypeError, "key must be a jax.random key"),
+    ("int", 0, TypeError, "key must be a jax.random key"),
+    ("batch", jax.random.split(jax.random.key(0), 2), ValueError, "a single jax.random key"),
+):
+    case(
+        f"decoding.sample-key-{name}",
+        lambda b=bad: decoding.sample(**DEC, key=b),
+        exc,
+        "decoding.sample",
+        arg,
+    )
+case("decoding.sample-key-missing", lambda: decoding.sample(**DEC), TypeError, "sample()", "key")
+
+S2S = {
+    "encoder": PARAMS,
+    "decoder": PARAMS,
+    "embed": jnp.ones((5, 3)),
+    "W": jnp.ones((4, 5)),
+    "b": jnp.ones(5),
+}
+TOK = jnp.zeros((2, 2), jnp.int32)
+for name, kw, exc, arg in (
+    ("encoder", {"encoder": "lstm"}, TypeError, "encoder must be a jaxrnn Cell"),
+    ("decoder", {"decoder": jr.layer(CELL)}, TypeError, "decoder must be a jaxrnn Cell"),
+    ("params-list", {"params": [S2S]}, TypeError, "params must be a dict"),
+    ("params-missing", {"params": {k: v for k, v in S2S.items() if k != "W"}}, ValueError, "missing ['W']"),
+    ("params-encoder", {"params": S2S | {"encoder": {}}}, ValueError, 'params["encoder"]'),
+    (
+        "params-embed",
+        {"params": S2S | {"embed": jnp.ones((5, 2))}},
+        ValueError,
+        'params["embed"] must have shape',
+    ),
+    ("params-W", {"params": S2S | {"W": jnp.ones((3, 5))}}, ValueError, 'params["W"] must have shape'),
+    ("params-b", {"params": S2S | {"b": jnp.ones(4)}}, ValueError, 'params["b"] must have shape'),
+    (
+        "params-W-int",
+        {"params": S2S | {"W": np.ones((4, 5), int)}},
+        TypeError,
+        'params["W"] must be a floating',
+    ),
+    ("xs", {"xs": jnp.ones((5, 2, 4))}, ValueError, "xs must have shape"),
+    ("ys_in-float", {"ys_in": TOK.astype(F32)}, TypeError, "ys_in must be an integer array"),
+    ("ys_in-batch", {"ys_in": jnp.zeros((2, 3), jnp.int32)}, ValueError, "ys_in must have shape (U, *batch)"),
+    ("ys_out-U", {"ys_out": jnp.zeros((3, 2), jnp.int32)}, ValueError, "ys_out must have the shape of ys_in"),
+    ("ys_in-range", {"ys_in": TOK.at[0, 0].set(5)}, ValueError, "ys_in must be in [0, 5)"),
+    ("ys_out-range", {"ys_out": TOK.at[1, 1].set(-1)}, ValueError, "ys_out must be in [0, 5)"),
+    ("x_lengths", {"x_lengths": jnp.array([6, 1])}, ValueError, "x_lengths must be in [0, S=5]"),
+    (
+        "y_lengths-float",
+        {"y_lengths": jnp.array([1.0, 2.0])},
+        TypeError,
+        "y_lengths must be an integer array",
+    ),
+    ("y_lengths-shape", {"y_lengths": jnp.array([1])}, ValueError, "y_lengths must have shape (2,)"),
+    ("bridge-str", {"bridge": "tanh"}, TypeError, "bridge must be None or a callable"),
+    ("bridge-carry", {"bridge": lambda p, s: s.h}, ValueError, "bridge(params, carry)"),
+    (
+        "carry",
+        {"decoder": jr.gru(4), "params": S2S | {"decoder": jr.gru(4).init(KEY, 3)}},
+        ValueError,
+        "bridge=",
+    ),
+    ("reverse_source", {"reverse_source": "yes"}, TypeError, "reverse_source must be a bool"),
+    ("reduction", {"reduction": "avg"}, ValueError, "reduction must be one of"),
+):
+    kw = {"encoder": CELL, "decoder": CELL, "params": S2S, "xs": XS, "ys_in": TOK, "ys_out": TOK} | kw
+    case(f"seq2seq-{name}", lambda k=kw: losses.seq2seq(**k), exc, "seq2seq: ", arg)
 
 # ---- losses --------------------------------------------------------------------------------------
 

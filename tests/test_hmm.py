@@ -118,6 +118,11 @@ def test_the_forward_cell_under_unroll_equals_forward():
     valid = (jnp.arange(T)[:, None] < lengths)[..., None]
     np.testing.assert_allclose(ys, jnp.where(valid, filt, 0.0), rtol=1e-10, atol=1e-12)
     assert cell == jr.hmm.forward_cell(K) and cell.init(jax.random.PRNGKey(0), K)["log_A"].shape == (K, K)
+    # a reset at step 2 of sequence 0 restarts the filter from the prior on the rest of that sequence
+    resets = jnp.zeros((T, B), bool).at[2, 0].set(True)
+    _, ys_r = jr.unroll(cell, params, log_obs, resets=resets)
+    _, filt_rest = hmm.forward(log_pi, log_A, log_obs[2:, :1])
+    np.testing.assert_allclose(ys_r[2:, 0], filt_rest[:, 0], rtol=1e-10, atol=1e-12)
     # learning the chain by gradient ascent on the log-likelihood raises it
     g = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, log_obs)[0].log_likelihood))(params)
     better = jax.tree.map(lambda p, d: p + 0.1 * d, params, g)

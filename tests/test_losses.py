@@ -1,4 +1,5 @@
-"""Tests for jaxrnn.losses (seed 004's acceptor, encoder and transducer) against plain Python loops."""
+"""Tests for jaxrnn.losses (Kitov's acceptor, encoder and transducer; the seq2seq loss) against plain
+Python loops."""
 
 import functools
 
@@ -10,7 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
-from jaxrnn.losses import acceptor, encode, last_valid, transducer, valid_mask
+from jaxrnn.losses import acceptor, encode, last_valid, seq2seq, transducer, valid_mask
 
 F32, F64 = jnp.float32, jnp.float64
 T, F = 4, 3
@@ -451,56 +452,6 @@ def test_encode_of_an_empty_sequence_is_the_initial_state():
     assert not np.allclose(final[1], carry[1])
 
 
-def test_seq2seq_gradient_is_finite_and_matches_a_loop():
-    enc, dec = jr.lstm(H), jr.lstm(H)  # same carry structure: the encoder's s_n starts the decoder
-    S, U, V, bos = 4, 3, 5, 0
-    params = {
-        "enc": enc.init(jax.random.PRNGKey(0), I, F64),
-        "dec": dec.init(jax.random.PRNGKey(1), I, F64),
-        "emb": _normal(14, (V, I), F64),
-        "W": _normal(15, (H, V), F64),
-        "b": jnp.zeros((V,), F64),
-    }
-    src = _normal(16, (S, B, I), F64)
-    src_len = np.array([4, 1, 0], np.int32)
-    tgt = _randint(17, (U, B), 1, V)
-    tgt_len = np.array([2, 3, 1], np.int32)
-    ce = optax.softmax_cross_entropy_with_integer_labels
-
-    def library(params):
-        _, s_n = encode(enc, params["enc"], src, lengths=src_len)
-        prev = jnp.concatenate([jnp.full((1, B), bos), tgt[:-1]], axis=0)
-        _, ys = jr.unroll(dec, params["dec"], params["emb"][prev], carry=s_n, lengths=tgt_len)
-        logits = ys @ params["W"] + params["b"]
-        return transducer(ce, logits, tgt, tgt_len, reduction="sequence_mean")
-
-    def loop(params):
-        total = 0.0
-        for b in range(B):
-            s = enc.initial_carry(params["enc"], ())
-            for t in range(int(src_len[b])):
-                s = enc.step(params["enc"], s, src[t, b])
-            seq, tok = 0.0, bos
-            for u in range(int(tgt_len[b])):
-                s = dec.step(params["dec"], s, params["emb"][tok])
-                logits = s.h @ params["W"] + params["b"]
-                seq = seq + jax.nn.logsumexp(logits) - logits[tgt[u, b]]
-                tok = tgt[u, b]  # teacher forcing
-            total = total + seq / tgt_len[b]
-        return total / B
-
-    v, g = jax.jit(jax.value_and_grad(library))(params)
-    v_ref, g_ref = jax.value_and_grad(loop)(params)
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(g))
-    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), g, g_ref)
-    assert np.any(np.asarray(g["enc"]["W_hh"]) != 0)  # the loss reaches the encoder
-
-
-# --------------------------------------------------------------------------------------------------
-# bad input
-
-
 def test_errors():
     ce, l2 = optax.softmax_cross_entropy_with_integer_labels, optax.l2_loss
     preds, labels = _data("ce", (3,))
@@ -581,3 +532,189 @@ def test_errors():
         encode(cell, params, xs, cell.initial_carry(params, (2,)))
     with pytest.raises(TypeError, match="encode: unexpected keyword argument"):
         encode(cell, params, xs, length=np.array([1, 2, 3], np.int32))
+
+
+# --------------------------------------------------------------------------------------------------
+# seq2seq: the teacher-forced encoder-decoder loss against a plain loop
+
+S2S_V = 5  # vocabulary
+
+
+def _s2s_params(enc, dec, I_enc, I_dec, H_dec, seed=20, **extra):
+    return {
+        "encoder": enc.init(jax.random.PRNGKey(seed), I_enc, F64),
+        "decoder": dec.init(jax.random.PRNGKey(seed + 1), I_dec, F64),
+        "embed": _normal(seed + 2, (S2S_V, I_dec), F64),
+        "W": _normal(seed + 3, (H_dec, S2S_V), F64),
+        "b": _normal(seed + 4, (S2S_V,), F64),
+        **extra,
+    }
+
+
+def _s2s_loop(enc, dec, params, xs, ys_in, ys_out, x_len, y_len, bridge=None, reverse=False):
+    """Per-step losses ``{(u, *b): -log p}``, one sequence at a time over its valid steps (jnp scalars)."""
+    batch = xs.shape[1:-1]
+    out = {}
+    for b in np.ndindex(*batch):
+        s = enc.initial_carry(params["encoder"], ())
+        steps = range(int(x_len[b]))
+        for t in reversed(steps) if reverse else steps:
+            s = enc.step(params["encoder"], s, xs[(t, *b)])
+        d = s if bridge is None else bridge(params, s)
+        for u in range(int(y_len[b])):
+            d = dec.step(params["decoder"], d, params["embed"][ys_in[(u, *b)]])
+            logits = dec.output(d) @ params["W"] + params["b"]
+            out[(u, *b)] = jax.nn.logsumexp(logits) - logits[ys_out[(u, *b)]]
+    return out
+
+
+def _reduce(per_step, y_len, reduction, U):
+    batch = y_len.shape
+    if reduction == "none":
+        full = np.zeros((U, *batch))
+        for k, v in per_step.items():
+            full[k] = v
+        return full
+    if reduction == "sum":
+        return sum(per_step.values())
+    if reduction == "mean":
+        return sum(per_step.values()) / max(int(y_len.sum()), 1)
+    kept = [b for b in np.ndindex(*batch) if y_len[b] > 0]
+    seqs = [sum(per_step[(u, *b)] for u in range(int(y_len[b]))) / y_len[b] for b in kept]
+    return sum(seqs) / max(len(kept), 1)
+
+
+def test_seq2seq_matches_a_loop_values_and_gradients():
+    # two LSTMs (the encoder's final carry starts the decoder), a reversed source, padding on both sides
+    # with garbage tokens there, a length-0 source and a length-0 target
+    enc, dec = jr.lstm(H), jr.lstm(H)
+    S, U = 4, 3
+    params = _s2s_params(enc, dec, I, 2, H)
+    xs = _normal(30, (S, B, I), F64)
+    x_len, y_len = np.array([4, 0, 2], np.int32), np.array([3, 2, 0], np.int32)
+    ys_in = np.array(_randint(31, (U, B), 0, S2S_V))
+    ys_out = np.array(_randint(32, (U, B), 0, S2S_V))
+    ys_in[2, 1], ys_out[2, 1], ys_in[:, 2], ys_out[:, 2] = -1, 99, 77, -5  # padding
+    reductions = ("none", "sequence_mean")  # the others are transducer's, tested above
+
+    def library(params):
+        kw = dict(x_lengths=x_len, y_lengths=y_len, reverse_source=True)
+        return [seq2seq(enc, dec, params, xs, ys_in, ys_out, reduction=r, **kw) for r in reductions]
+
+    per_step = _s2s_loop(enc, dec, params, xs, ys_in, ys_out, x_len, y_len, reverse=True)
+    run = jax.jit(library)
+    for got, r in zip(run(params), reductions):
+        np.testing.assert_allclose(got, _reduce(per_step, y_len, r, U), rtol=1e-12, atol=1e-14)
+    # gradients: finite, reaching the encoder, and the directional derivative a central difference
+    g = jax.jit(jax.grad(lambda p: library(p)[1]))(params)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(g))
+    assert np.any(np.asarray(g["encoder"]["W_hh"]) != 0)
+    used = {int(ys_in[u, b]) for b in range(B) for u in range(int(y_len[b]))}
+    unused = [r for r in range(S2S_V) if r not in used]  # padding reads none of these rows' gradients
+    assert unused and np.all(np.asarray(g["embed"])[unused] == 0) and np.any(np.asarray(g["embed"]) != 0)
+    direction = jax.tree.map(lambda x: _normal(33, x.shape, F64), params)
+    eps = 1e-6
+    shifted = lambda sign: run(jax.tree.map(lambda p, d: p + sign * eps * d, params, direction))[1]
+    fd = (shifted(1) - shifted(-1)) / (2 * eps)
+    dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(dot, fd, rtol=1e-6)
+
+
+def test_seq2seq_with_a_bridge_and_two_batch_dims():
+    # a GRU encoder (H=3) bridged to an LSTM decoder (H=2): d_0 = (tanh(s_n @ W_bridge), 0)
+    enc, dec = jr.gru(H), jr.lstm(2)
+    S, U, batch = 3, 2, (2, 2)
+    params = _s2s_params(enc, dec, I, 3, 2, seed=40, bridge=_normal(45, (H, 2), F64))
+
+    def bridge(params, s):
+        h = jnp.tanh(s @ params["bridge"])
+        return jr.LSTMCarry(h, jnp.zeros_like(h))
+
+    xs = _normal(46, (S, *batch, I), F64)
+    ys_in, ys_out = _randint(47, (U, *batch), 0, S2S_V), _randint(48, (U, *batch), 0, S2S_V)
+    full = np.full(batch, S, np.int32), np.full(batch, U, np.int32)
+    per_step = _s2s_loop(enc, dec, params, xs, ys_in, ys_out, *full, bridge=bridge)
+    run = jax.jit(
+        lambda p: [
+            seq2seq(enc, dec, p, xs, ys_in, ys_out, bridge=bridge, reduction=r) for r in ("none", "mean")
+        ]
+    )
+    none, mean = run(params)
+    np.testing.assert_allclose(none, _reduce(per_step, full[1], "none", U), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mean, _reduce(per_step, full[1], "mean", U), rtol=1e-12)
+
+
+def test_seq2seq_errors():
+    enc, dec = jr.lstm(H), jr.lstm(H)
+    params = _s2s_params(enc, dec, I, 2, H)
+    xs = jnp.zeros((4, 3, I), F64)
+    ys = jnp.zeros((2, 3), jnp.int32)
+    lens = np.array([1, 2, 2], np.int32)
+    call = lambda **kw: seq2seq(  # noqa: E731
+        kw.pop("enc", enc),
+        kw.pop("dec", dec),
+        kw.pop("params", params),
+        kw.pop("xs", xs),
+        kw.pop("ys_in", ys),
+        kw.pop("ys_out", ys),
+        **kw,
+    )
+    for kw, exc, match in (
+        (dict(enc="lstm"), TypeError, "seq2seq: encoder must be a jaxrnn Cell"),
+        (dict(dec=jr.layer(dec)), TypeError, "seq2seq: decoder must be a jaxrnn Cell"),
+        (dict(params=[1]), TypeError, "seq2seq: params must be a dict"),
+        (dict(params={k: v for k, v in params.items() if k != "embed"}), ValueError, r"missing \['embed'\]"),
+        (
+            dict(params={**params, "encoder": {"W": params["encoder"]["W_xh"]}}),
+            ValueError,
+            'seq2seq: params\\["encoder"\\]',
+        ),
+        (
+            dict(params={**params, "embed": params["embed"][:, :1]}),
+            ValueError,
+            r'seq2seq: params\["embed"\] must',
+        ),
+        (
+            dict(params={**params, "W": params["W"][:2]}),
+            ValueError,
+            r'seq2seq: params\["W"\] must have shape',
+        ),
+        (
+            dict(params={**params, "b": params["b"][:2]}),
+            ValueError,
+            r'seq2seq: params\["b"\] must have shape',
+        ),
+        (
+            dict(params={**params, "W": np.ones((H, 5), int)}),
+            TypeError,
+            r'seq2seq: params\["W"\] must be a float',
+        ),
+        (dict(xs=jnp.zeros((4, 3, I + 1))), ValueError, "seq2seq: xs must have shape"),
+        (dict(ys_in=ys.astype(F64)), TypeError, "seq2seq: ys_in must be an integer array"),
+        (dict(ys_out=ys[:, :2]), ValueError, r"seq2seq: ys_out must have shape \(U, \*batch\)"),
+        (
+            dict(ys_out=jnp.zeros((3, 3), jnp.int32)),
+            ValueError,
+            "seq2seq: ys_out must have the shape of ys_in",
+        ),
+        (dict(ys_in=ys.at[0, 0].set(S2S_V)), ValueError, r"seq2seq: ys_in must be in \[0, 5\)"),
+        (dict(ys_out=ys.at[1, 0].set(-1)), ValueError, r"seq2seq: ys_out must be in \[0, 5\)"),
+        (dict(x_lengths=np.array([5, 1, 1])), ValueError, r"seq2seq: x_lengths must be in \[0, S=4\]"),
+        (dict(x_lengths=lens.astype(float)), TypeError, "seq2seq: x_lengths must be an integer array"),
+        (dict(y_lengths=np.array([3, 1, 1])), ValueError, r"seq2seq: y_lengths must be in \[0, U=2\]"),
+        (dict(y_lengths=lens[:2]), ValueError, r"seq2seq: y_lengths must have shape \(3,\)"),
+        (
+            dict(dec=jr.gru(H), params={**params, "decoder": jr.gru(H).init(jax.random.PRNGKey(0), 2, F64)}),
+            ValueError,
+            "seq2seq: the encoder's final carry .* does not fit the decoder",
+        ),
+        (dict(bridge="tanh"), TypeError, "seq2seq: bridge must be None or a callable"),
+        (dict(bridge=lambda p, s: s.h), ValueError, r"seq2seq: bridge\(params, carry\) .* does not fit"),
+        (dict(bridge=lambda p, s: s @ p), TypeError, r"seq2seq: bridge\(params, carry\) failed"),
+        (dict(reverse_source=1), TypeError, "seq2seq: reverse_source must be a bool"),
+        (dict(reduction="avg"), ValueError, "seq2seq: reduction must be one of"),
+    ):
+        with pytest.raises(exc, match=match):
+            call(**kw)
+    # out-of-vocabulary tokens on padding steps are fine (checked and traced, not compiled)
+    jax.eval_shape(lambda: call(ys_in=ys.at[1, 0].set(-1), ys_out=ys.at[1, 0].set(99), y_lengths=lens))
