@@ -40,12 +40,12 @@ Each takes every transform and composition, or raises an error naming what it ca
 (``tests/test_composition.py`` holds the whole matrix to plain-loop references).
 
 Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.softmax`,
-:mod:`jaxrnn.decoding`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`, :mod:`jaxrnn.unroll`,
-:mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`,
-:mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and
-:mod:`jaxrnn.validators` (the argument checks every module shares). The framework modules
-:mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra ``equinox``) are
-imported on first use.
+:mod:`jaxrnn.decoding`, :mod:`jaxrnn.renet`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`,
+:mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`,
+:mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`,
+:mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every module shares). The
+framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra
+``equinox``) are imported on first use.
 """
 
 from jaxrnn import (
@@ -103,6 +103,7 @@ from jaxrnn.diagnostics import (
     step_jacobians,
 )
 from jaxrnn.regularisers import pascanu
+from jaxrnn.renet import ReNet, renet
 from jaxrnn.second_order import hessian_free
 from jaxrnn.truncation import tbptt, truncate
 from jaxrnn.unroll import Layer, bidirectional, layer, stack, state_gradients, unroll
@@ -133,6 +134,7 @@ __all__ = [
     "Cell",
     "LSTMCarry",
     "Layer",
+    "ReNet",
     "accumulator",
     "activations",
     "bidirectional",
@@ -175,6 +177,7 @@ __all__ = [
     "pascanu",
     "recurrent_dropout",
     "regularisers",
+    "renet",
     "second_order",
     "softmax",
     "spectral_radius",

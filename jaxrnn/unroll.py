@@ -454,10 +454,6 @@ class Layer(NamedTuple):
     name: str = "layer"
 
 
-def _cell_output_size(cell: Cell, params) -> int:
-    return jax.eval_shape(lambda p: cell.output(cell.initial_carry(p, ())), params).shape[-1]
-
-
 def layer(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat=False) -> Layer:
     """A :class:`Layer` that runs ``cell`` over the sequence with :func:`unroll`.
 
@@ -487,7 +483,7 @@ def layer(cell: Cell, *, reverse: bool = False, unroll: int = 1, remat=False) ->
         cell.init,
         cell.initial_carry,
         apply,
-        lambda params: _cell_output_size(cell, params),
+        cell.output_size,
         f"layer({cell.name})",
     )
 
@@ -552,7 +548,7 @@ def bidirectional(forward: Cell, backward: Cell | None = None, *, unroll: int = 
         return (f_final, b_final), jnp.concatenate([y_f, y_b], axis=-1)
 
     def output_size(params):
-        return _cell_output_size(forward, params["forward"]) + _cell_output_size(backward, params["backward"])
+        return forward.output_size(params["forward"]) + backward.output_size(params["backward"])
 
     return Layer(init, initial_carry, apply, output_size, f"bidirectional({forward.name}, {backward.name})")
 

@@ -30,7 +30,7 @@
 # |---|---|---|---|
 # | one to many | one vector, as $s_0$ | every $\hat y_t$ | `unroll(..., carry=s0)`, `losses.transducer` |
 # | many to one (acceptor) | $x_{1:n}$ | $\hat y_n$ only | `losses.acceptor` |
-# | many to many (encoder + decoder) | $x_{1:n}$, then $y_{<t}$ | the decoder's $\hat y_t$ | `losses.encode` |
+# | many to many (encoder + decoder) | $x_{1:n}$, then $y_{<t}$ | decoder $\hat y_t$ | `losses.seq2seq` |
 # | synced many to many (transducer) | $x_{1:n}$ | every $\hat y_t$ | `losses.transducer` |
 # | synced, needing the future | $x_{1:n}$, read both ways | every $\hat y_t$ | `bidirectional`, `layer` |
 # | language model | characters | the next character, every step | `lstm`, sampling |
@@ -299,18 +299,30 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 3. Many to many: encoder-decoder (reverse a sequence)
+# ## 3. Many to many: encoder-decoder (reverse a sequence), greedy and beam-search decoding
 #
 # Input and output are both sequences, of (here) the same length but not aligned step by step: the
-# first output is the last input. The **encoder** GRU reads the source; `jr.losses.encode` returns its
-# representation $\hat y_n$ and final state $s_n$. The **decoder** GRU starts from $s_0 = s_n$ ("decode
-# starting from $s_0 = \hat y_n$", Kitov) and reads the previous target token (teacher forcing:
-# `BOS`, $y_1, \dots, y_{n-1}$); its outputs are trained with the transducer loss. At test time the
-# decoder feeds back its own greedy choice, one `cell.step` at a time inside a `lax.scan`.
+# first output is the last input. The **encoder** GRU reads the source and hands its final state $s_n$
+# to the **decoder** GRU as $s_0$ ("decode starting from $s_0 = \hat y_n$", Kitov). In training the
+# decoder reads the previous *target* token (teacher forcing: `BOS`, $y_1, \dots, y_{n-1}$) and is trained
+# with the cross-entropy of every next token: `jr.losses.seq2seq` (Sutskever, Vinyals & Le, "Sequence
+# to sequence learning with neural networks", 2014). At test time the decoder must feed back its *own*
+# choices, and there are two ways to choose (`jaxrnn.decoding`, each one compiled `lax.scan`, `vmap`-ed
+# over the test batch):
+#
+# * **greedy**: the most probable token at each step;
+# * **beam search**: keep the `BEAM` most probable prefixes at each step and return the most probable
+#   whole sequence found, $\arg\max_y \sum_t \log p(y_t \mid y_{<t}, x)$ over the beam -- it can undo
+#   an early choice that greedy is stuck with.
+#
+# With sequences of 12 digits the GRU does not quite solve the task in 3000 updates, which is where the
+# two differ: in the full setting (2-core CPU development machine) greedy decoding got 77.3% of the 256
+# test sequences entirely right and beam search 82.8% (93.9% and 96.0% of the tokens).
 
 # %%
-V_SRC, T_SRC = 8, 5  # digits 0..7, length 5
-BOS = V_SRC  # the decoder's start token
+V_SRC, T_SRC, BEAM = 8, 12, 4  # digits 0..7, length 12, beam width
+BOS = V_SRC  # the start token: the decoder's vocabulary is the 8 digits and BOS (never a target)
+EMBED = 8  # size of the decoder's token embedding
 enc, dec = jr.gru(H), jr.gru(H)
 
 
@@ -321,44 +333,54 @@ def reverse_batch(key, n):
 
 def seq2seq_loss(params, batch):
     src, tgt = batch
-    _, s_n = jr.losses.encode(enc, params["enc"], jax.nn.one_hot(src, V_SRC))
-    prev = jnp.concatenate([jnp.full((1, src.shape[1]), BOS), tgt[:-1]], axis=0)  # teacher forcing
-    _, ys = jr.unroll(dec, params["dec"], jax.nn.one_hot(prev, V_SRC + 1), carry=s_n)
-    logits = ys @ params["out"]["W"] + params["out"]["b"]
-    return jr.losses.transducer(optax.softmax_cross_entropy_with_integer_labels, logits, tgt)
+    ys_in = jnp.concatenate([jnp.full((1, src.shape[1]), BOS), tgt[:-1]], axis=0)  # teacher forcing
+    return jr.losses.seq2seq(enc, dec, params, jax.nn.one_hot(src, V_SRC), ys_in, tgt)
 
 
-def greedy_decode(params, batch):
+def decode(params, batch):
+    """Greedy and beam-search outputs, each (T, n), and the beams of the first example."""
     src, _ = batch
-    _, s = jr.losses.encode(enc, params["enc"], jax.nn.one_hot(src, V_SRC))
+    _, s_n = jr.losses.encode(enc, params["encoder"], jax.nn.one_hot(src, V_SRC))
 
-    def step(carry, _):
-        s, token = carry
-        s = dec.step(params["dec"], s, jax.nn.one_hot(token, V_SRC + 1))
-        token = jnp.argmax(dec.output(s) @ params["out"]["W"] + params["out"]["b"], axis=-1)
-        return (s, token), token
+    def step(s, token):  # the decoder as decoding wants it: (carry, token) -> (carry, logits)
+        s = dec.step(params["decoder"], s, params["embed"][token])
+        return s, dec.output(s) @ params["W"] + params["b"]
 
-    _, out = jax.lax.scan(step, (s, jnp.full((src.shape[1],), BOS)), None, T_SRC)
-    return out  # (T, n)
+    greedy = jax.vmap(lambda s: jr.decoding.greedy(step, s, BOS, T_SRC)[0])(s_n)
+    beams, beam_logp = jax.vmap(lambda s: jr.decoding.beam_search(step, s, BOS, T_SRC, BEAM))(s_n)
+    return greedy.T, beams[:, 0].T, (beams[0], beam_logp[0])
 
 
 def s2s_init(key):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {"enc": enc.init(k1, V_SRC), "dec": dec.init(k2, V_SRC + 1), "out": dense(k3, H, V_SRC)}
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    out = dense(k4, H, V_SRC + 1)
+    return {
+        "encoder": enc.init(k1, V_SRC),
+        "decoder": dec.init(k2, EMBED),
+        "embed": jax.random.normal(k3, (V_SRC + 1, EMBED)) / math.sqrt(EMBED),
+        "W": out["W"],
+        "b": out["b"],
+    }
 
 
-s2s_params, s2s_losses, s2s_test, s2s_out = fit(
-    s2s_init, seq2seq_loss, reverse_batch, SEQ2SEQ_STEPS, greedy_decode
+s2s_params, s2s_losses, s2s_test, (greedy_out, beam_out, first_beams) = fit(
+    s2s_init, seq2seq_loss, reverse_batch, SEQ2SEQ_STEPS, decode
 )
 tgt_np = np.asarray(s2s_test[1])
-token_acc = float(np.mean(s2s_out == tgt_np))
-seq_acc = float(np.mean(np.all(s2s_out == tgt_np, axis=0)))
-print(
-    f"greedy decoding on {TEST} test sequences: {token_acc:.3f} of the tokens and {seq_acc:.3f} of the "
-    f"whole sequences right (chance per token {1 / V_SRC:.3f})"
-)
-for i in range(4):
-    print(f"source {np.asarray(s2s_test[0])[:, i]}  target {tgt_np[:, i]}  decoded {s2s_out[:, i]}")
+for name, out in (("greedy", greedy_out), (f"beam search (width {BEAM})", beam_out)):
+    print(
+        f"{name:26s} on {TEST} test sequences: {np.mean(out == tgt_np):.3f} of the tokens and "
+        f"{np.mean(np.all(out == tgt_np, axis=0)):.3f} of the whole sequences right (chance per token "
+        f"{1 / V_SRC:.3f})"
+    )
+for i in range(3):
+    print(
+        f"source {np.asarray(s2s_test[0])[:, i]}  target {tgt_np[:, i]}  "
+        f"greedy {greedy_out[:, i]}  beam {beam_out[:, i]}"
+    )
+print("the beams of the first test sequence, best first (total log-probability):")
+for tokens, logp in zip(*first_beams):
+    print(f"  {np.asarray(tokens)}  {float(logp):8.3f}")
 assert np.all(np.isfinite(s2s_losses)) and s2s_losses[-5:].mean() < s2s_losses[:5].mean()
 
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -661,7 +683,9 @@ plt.show()
 #   signal at every step; on parity the transducer's loss leaves chance level after fewer updates than the
 #   acceptor's, which has only one bit per string to learn from (in the full setting both get there).
 # * **Encoder-decoder**: `jr.losses.encode` compresses a sequence into a state that a second RNN unrolls
-#   into an output sequence of its own timing; teacher forcing in training, its own outputs at test time.
+#   into an output sequence of its own timing; teacher forcing in training (`jr.losses.seq2seq`), its own
+#   outputs at test time, chosen greedily or by beam search (`jr.decoding`), which keeps several
+#   prefixes alive and can recover from an early mistake that greedy decoding is stuck with.
 # * **Bidirectional**: when a tag depends on the future, a left-to-right tagger is stuck at the accuracy of
 #   a guess from the position; `jr.bidirectional` adds a right-to-left pass and can tag exactly.
 # * **Character model**: a transducer on the next character; the temperature trades safe, repetitive

@@ -855,6 +855,124 @@ for name, kw, exc, arg in (
     kw = {"encoder": CELL, "decoder": CELL, "params": S2S, "xs": XS, "ys_in": TOK, "ys_out": TOK} | kw
     case(f"seq2seq-{name}", lambda k=kw: losses.seq2seq(**k), exc, "seq2seq: ", arg)
 
+# ---- renet ----------------------------------------------------------------------------------------
+
+RENET = jr.renet(jr.elman(3))
+RN_P = RENET.init(KEY, 2)
+RN_X = jnp.ones((4, 6, 2), F32)
+case("renet-cell", lambda: jr.renet("elman"), TypeError, "renet: cell")
+case("renet-cell-layer", lambda: jr.renet(jr.layer(jr.elman(3))), TypeError, "renet: cell", "Layer")
+case("renet-cell2", lambda: jr.renet(jr.elman(3), cell2="gru"), TypeError, "renet: cell2")
+case("renet-patch_size-zero", lambda: jr.renet(jr.elman(3), (0, 2)), ValueError, "renet: patch_size[0]")
+case("renet-patch_size-negative", lambda: jr.renet(jr.elman(3), -2), ValueError, "renet: patch_size")
+case("renet-patch_size-float", lambda: jr.renet(jr.elman(3), (2, 1.5)), TypeError, "renet: patch_size[1]")
+case("renet-patch_size-triple", lambda: jr.renet(jr.elman(3), (2, 2, 2)), ValueError, "renet: patch_size")
+case("renet-patch_size-str", lambda: jr.renet(jr.elman(3), "2x2"), TypeError, "renet: patch_size")
+case("renet-patch_size-bool", lambda: jr.renet(jr.elman(3), True), TypeError, "renet: patch_size")
+case("renet-patch_size-none", lambda: jr.renet(jr.elman(3), None), TypeError, "renet: patch_size")
+case(
+    "renet-order",
+    lambda: jr.renet(jr.elman(3), order="diagonal"),
+    ValueError,
+    "renet: order",
+    "vertical_first",
+)
+case("renet-order-type", lambda: jr.renet(jr.elman(3), order=None), TypeError, "renet: order")
+case("renet-init-in_channels-zero", lambda: RENET.init(KEY, 0), ValueError, "renet.init: in_channels")
+case("renet-init-in_channels-float", lambda: RENET.init(KEY, 2.0), TypeError, "renet.init: in_channels")
+case("renet-init-dtype", lambda: RENET.init(KEY, 2, jnp.int32), TypeError, "renet.init: dtype")
+case("renet-init-key", lambda: RENET.init(0, 2), TypeError, "renet.init: key")
+case(
+    "renet-images-rank",
+    lambda: RENET.apply(RN_P, jnp.ones((4, 6))),
+    ValueError,
+    "renet.apply: images",
+    "[..., None]",
+)
+case(
+    "renet-images-complex",
+    lambda: RENET.apply(RN_P, RN_X.astype(jnp.complex64)),
+    TypeError,
+    "renet.apply: images",
+)
+case(
+    "renet-images-height",
+    lambda: RENET.apply(RN_P, jnp.ones((5, 6, 2))),
+    ValueError,
+    "renet.apply",
+    "patch_size (2, 2)",
+    "height 5",
+)
+case(
+    "renet-images-width",
+    lambda: RENET.apply(RN_P, jnp.ones((2, 4, 7, 2))),
+    ValueError,
+    "renet.apply",
+    "width 7",
+)
+case(
+    "renet-images-channels",
+    lambda: RENET.apply(RN_P, jnp.ones((4, 6, 3))),
+    ValueError,
+    "renet.apply",
+    "3 channels",
+    "in_channels=2",
+)
+case("renet-params-type", lambda: RENET.apply([RN_P], RN_X), ValueError, "renet.apply: params")
+case(
+    "renet-params-keys",
+    lambda: RENET.apply({"vertical": RN_P["vertical"]}, RN_X),
+    ValueError,
+    "renet.apply: params",
+)
+case(
+    "renet-params-direction",
+    lambda: RENET.apply({**RN_P, "horizontal": {"forward": RN_P["horizontal"]["forward"]}}, RN_X),
+    ValueError,
+    'params["horizontal"]',
+    "'backward'",
+)
+case(
+    "renet-params-swapped",
+    lambda: RENET.apply({"vertical": RN_P["horizontal"], "horizontal": RN_P["vertical"]}, RN_X),
+    ValueError,
+    "renet.apply",
+    "second sweep",
+)
+RN_VB = RN_P["vertical"]["backward"]
+case(
+    "renet-params-shape",
+    lambda: RENET.apply(
+        {**RN_P, "vertical": {**RN_P["vertical"], "backward": {**RN_VB, "b": jnp.zeros(4)}}}, RN_X
+    ),
+    ValueError,
+    'params["vertical"]["backward"]["b"]',
+)
+RN_HF = RN_P["horizontal"]["forward"]
+case(
+    "renet-params-dtype",
+    lambda: RENET.apply(
+        {**RN_P, "horizontal": {**RN_P["horizontal"], "forward": {**RN_HF, "b": jnp.zeros(3, jnp.int32)}}},
+        RN_X,
+    ),
+    TypeError,
+    'params["horizontal"]["forward"]["b"]',
+)
+case(
+    "renet-params-other-cell",
+    lambda: jr.renet(jr.gru(3)).apply(RN_P, RN_X),
+    ValueError,
+    "renet.apply",
+    'params["vertical"]["forward"]',
+)
+case(
+    "renet-params-other-patch_size",
+    lambda: jr.renet(jr.elman(3), (3, 3)).apply(RN_P, jnp.ones((6, 6, 2))),
+    ValueError,
+    "renet.apply",
+    "patch_size",
+)
+
 # ---- losses --------------------------------------------------------------------------------------
 
 P3 = jnp.ones((5, 2, 1))

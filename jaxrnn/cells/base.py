@@ -325,6 +325,11 @@ class Cell:
         fn = self.fns.input_size
         return params["W_xh"].shape[0] if fn is None else fn(params)
 
+    def output_size(self, params) -> int:
+        """The size of the last axis of ``output(carry)`` for these params (by ``jax.eval_shape``: no
+        computation)."""
+        return jax.eval_shape(lambda p: self.output(self.initial_carry(p, ())), params).shape[-1]
+
     def recur(self, params, carry, px, t=None):
         if not self.fns.uses_step_index:
             return self.fns.recur(params, carry, px)
