@@ -20,6 +20,9 @@ SCRIPTS = (
     "char_lm",
     "filtering",
     "forecast",
+    "renet_digits",
+    "seq2seq",
+    "word_lm",
     "bench",
 )
 
