@@ -121,7 +121,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jaxrnn as jr
 from experiments import plots, runner, sweep
@@ -195,11 +194,7 @@ class Config(runner.TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         for name in ("parts", "cells"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"--{name}: give at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"--{name}: each value at most once; got {' '.join(values)}")
+            sweep.distinct(getattr(self, name), f"--{name}")
         if self.rho >= 1:
             raise ValueError(
                 f"--rho must be < 1 (a stable A, with a stationary distribution); got {self.rho}"
@@ -596,17 +591,12 @@ class FilteringResult(NamedTuple):
 
 
 def _optimizer(config: Config):
-    lr = optax.cosine_decay_schedule(config.lr, config.steps) if config.schedule == "cosine" else config.lr
-    return sweep.make_optimizer("adam", lr, config.clip)
+    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
 
 
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
-    sweep_dir = sweep.sweep_dir(config, NAME)
-    sweep.write_json(
-        os.path.join(sweep_dir, "config.json"),
-        {"name": NAME, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    sweep_dir = sweep.start(config, NAME)
     say = (lambda *a: None) if config.quiet else (lambda *a: print(*a, flush=True))
     log = sys.stderr if config.quiet else sys.stdout
 

@@ -191,11 +191,7 @@ class Config(runner.TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         for name in ("series", "models"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"--{name}: give at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"--{name}: each value at most once; got {' '.join(values)}")
+            sweep.distinct(getattr(self, name), f"--{name}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"--test-fraction must be in (0, 1); got {self.test_fraction}")
         if not self.val_fraction < 1.0:
@@ -804,11 +800,7 @@ def main(argv=None):
     series = [load_series(name, config.test_fraction) for name in config.series]  # bad splits: exit 2
     for s in series:
         check_split(config, s)
-    root = sweep.sweep_dir(config, NAME)
-    sweep.write_json(
-        os.path.join(root, "config.json"),
-        {"name": NAME, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    root = sweep.start(config, NAME)
     log = lambda msg: print(msg, file=sys.stderr if config.quiet else sys.stdout, flush=True)
     results = {}
     for s in series:

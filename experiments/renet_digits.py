@@ -175,10 +175,7 @@ class Config(runner.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.models:
-            raise ValueError("--models: give at least one value")
-        if len(set(self.models)) != len(self.models):
-            raise ValueError(f"--models: each model at most once; got {' '.join(self.models)}")
+        sweep.distinct(self.models, "--models")
 
 
 PRESETS = {
@@ -539,17 +536,12 @@ class RenetDigitsResult(NamedTuple):
 
 
 def _optimizer(config: Config):
-    lr = optax.cosine_decay_schedule(config.lr, config.steps) if config.schedule == "cosine" else config.lr
-    return sweep.make_optimizer("adam", lr, config.clip)
+    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
 
 
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
-    sweep_dir = sweep.sweep_dir(config, NAME)
-    sweep.write_json(
-        os.path.join(sweep_dir, "config.json"),
-        {"name": NAME, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    sweep_dir = sweep.start(config, NAME)
     log = sys.stderr if config.quiet else sys.stdout
     split = image_split()
     n_test = int(split[3].shape[0])

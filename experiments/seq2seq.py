@@ -241,10 +241,7 @@ class Config(runner.TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.tasks:
-            raise ValueError("--tasks: give at least one value")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"--tasks: each value at most once; got {' '.join(self.tasks)}")
+        sweep.distinct(self.tasks, "--tasks")
 
 
 PRESETS = {
@@ -548,8 +545,7 @@ def _exact(pred, ys_out):
 
 
 def _optimizer(config: Config):
-    lr = optax.cosine_decay_schedule(config.lr, config.steps) if config.schedule == "cosine" else config.lr
-    return sweep.make_optimizer("adam", lr, config.clip)
+    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
 
 
 def _train_fns(config: Config, task: str, model: Model) -> dict:
@@ -706,11 +702,7 @@ class Seq2SeqResult(NamedTuple):
 
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
-    sweep_dir = sweep.sweep_dir(config, NAME)
-    sweep.write_json(
-        os.path.join(sweep_dir, "config.json"),
-        {"name": NAME, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    sweep_dir = sweep.start(config, NAME)
     log = sys.stderr if config.quiet else sys.stdout
     model = make_model(config)
     results, diverged = [], []

@@ -375,6 +375,33 @@ def resumable(root: str, name: str) -> str:
     return os.path.join(base, runs[-1]) if runs else ""
 
 
+def start(config: runner.TrainConfig, experiment: str) -> str:
+    """:func:`sweep_dir` with the resolved config, the experiment's name and the jax version written to
+    its ``config.json``: the first thing every multi-run script does."""
+    out = sweep_dir(config, experiment)
+    write_json(
+        os.path.join(out, "config.json"),
+        {"name": experiment, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
+    )
+    return out
+
+
+def distinct(values: Sequence, option: str) -> None:
+    """A list option's check: at least one value, each at most once (``ValueError`` naming ``--option``,
+    which the CLI turns into exit status 2)."""
+    if not values:
+        raise ValueError(f"{option}: give at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{option}: each value at most once; got {' '.join(map(str, values))}")
+
+
+def adam(lr: float, steps: int, schedule: str, clip: float):
+    """Adam with global-norm clipping at ``clip``; ``schedule="cosine"`` decays the learning rate to 0
+    over ``steps`` (``"constant"`` keeps it)."""
+    rate = optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr
+    return make_optimizer("adam", rate, clip)
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -421,11 +448,7 @@ def run_sweep(
     Raises:
       experiments.runner.Diverged: some run diverged, without ``config.allow_divergence``.
     """
-    out_dir = sweep_dir(config, experiment)
-    write_json(
-        os.path.join(out_dir, "config.json"),
-        {"name": experiment, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    out_dir = start(config, experiment)
     published = published or {}
     test_set = test_set or (lambda task: sampled_test_set(task, config.n_test, config.eval_batch))
     on_accel = jax.default_backend() != "cpu"

@@ -918,11 +918,7 @@ def main(argv=None):
         f"test {corpus.oov_rate('test'):.2%}"
     )
     log(f"corpus {source}: {splits}; {vocab_text}")
-    root = sweep.sweep_dir(config, NAME)
-    sweep.write_json(
-        os.path.join(root, "config.json"),
-        {"name": NAME, "config": dataclasses.asdict(config), "jax_version": jax.__version__},
-    )
+    root = sweep.start(config, NAME)
     train_ids = jnp.asarray(corpus.train)
 
     def sample_fn(key):  # B random windows of the training split, time-major (T, B)
