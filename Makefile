@@ -23,12 +23,9 @@ install: $(STAMP)
 # The suite checks float32 results to tight tolerances: run it on the CPU (set JAX_PLATFORMS to override).
 # Its time is XLA compilation of many tiny programs: LLVM's -O0 backend compiles them ~25% faster
 # (set XLA_FLAGS to override).
-# One xdist worker more than there are cores: a worker waiting on a notebook kernel or a subprocess leaves a
-# core idle otherwise (on the 2-core CI machine 3 workers finish sooner than 2). TEST_WORKERS overrides.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP)
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} XLA_FLAGS=$${XLA_FLAGS:---xla_backend_optimization_level=0} \
-		$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -q tests
+		$(BIN)/python -m pytest -n auto --dist loadgroup -q tests
 
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo
