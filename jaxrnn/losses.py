@@ -487,18 +487,6 @@ def encode(cell: Cell, params, xs, carry=None, *, lengths=None, **unroll_kwargs)
 _SEQ2SEQ_KEYS = ("encoder", "decoder", "embed", "W", "b")
 
 
-def _renamed(check_fn, *renames):
-    """Run ``check_fn()``, applying the ``(old, new)`` renames to the message of a TypeError /
-    ValueError."""
-    try:
-        return check_fn()
-    except (TypeError, ValueError) as e:
-        message = str(e)
-        for old, new in renames:
-            message = message.replace(old, new, 1)
-        raise type(e)(message) from None
-
-
 def _struct(tree):
     return [(tuple(x.shape), jnp.dtype(x.dtype)) for x in jax.tree.leaves(tree)]
 
@@ -667,17 +655,9 @@ def seq2seq(
             f"step); got {tuple(ys_out.shape)}"
         )
     if x_lengths is not None:
-        x_lengths = _renamed(
-            lambda: check.lengths(x_lengths, S, batch, fn),
-            (f"{fn}: lengths", f"{fn}: x_lengths"),
-            ("T=", "S="),
-        )
+        x_lengths = check.lengths(x_lengths, S, batch, fn, name="x_lengths", steps="S")
     if y_lengths is not None:
-        y_lengths = _renamed(
-            lambda: check.lengths(y_lengths, U, batch, fn),
-            (f"{fn}: lengths", f"{fn}: y_lengths"),
-            ("T=", "U="),
-        )
+        y_lengths = check.lengths(y_lengths, U, batch, fn, name="y_lengths", steps="U")
 
     dec_carry = jax.eval_shape(lambda p: decoder.initial_carry(p, batch), params["decoder"])
     H_dec = jax.eval_shape(decoder.output, dec_carry).shape[-1]

@@ -388,25 +388,26 @@ def carry(c: Cell, params, value, batch_shape, fn: str):
     return value
 
 
-def lengths(value, T: int, batch_shape, fn: str):
-    """``(*batch)`` integers in ``[0, T]`` (the range checked on concrete values)."""
+def lengths(value, T: int, batch_shape, fn: str, *, name: str = "lengths", steps: str = "T"):
+    """``(*batch)`` integers in ``[0, T]`` (the range checked on concrete values). ``name`` is the
+    argument's name and ``steps`` the name of its bound in messages (``seq2seq``: ``x_lengths``, ``S``)."""
     if not hasattr(value, "dtype"):
         value = np.asarray(value)
     if not jnp.issubdtype(value.dtype, jnp.integer):
         raise TypeError(
-            f"{fn}: lengths must be an integer array of shape {batch_shape} (valid steps per "
+            f"{fn}: {name} must be an integer array of shape {batch_shape} (valid steps per "
             f"sequence); got dtype {value.dtype}"
         )
     if tuple(value.shape) != tuple(batch_shape):
         raise ValueError(
-            f"{fn}: lengths must have shape {tuple(batch_shape)} (the batch dims of xs); "
+            f"{fn}: {name} must have shape {tuple(batch_shape)} (the batch dims of xs); "
             f"got {tuple(value.shape)}"
         )
     if is_concrete(value):
         host = np.asarray(value)  # host values: no jax ops, so it also works inside a trace
         lo, hi = (int(host.min()), int(host.max())) if host.size else (0, 0)
         if lo < 0 or hi > T:
-            raise ValueError(f"{fn}: lengths must be in [0, T={T}]; got values in [{lo}, {hi}]")
+            raise ValueError(f"{fn}: {name} must be in [0, {steps}={T}]; got values in [{lo}, {hi}]")
     return jnp.asarray(value)
 
 
