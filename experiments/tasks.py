@@ -64,6 +64,7 @@ import inspect
 import math
 import operator
 import pathlib
+import sysconfig
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -90,6 +91,7 @@ __all__ = [
     "copying_baseline",
     "decode",
     "default_corpus",
+    "stdlib_corpus",
     "describe_error",
     "digits",
     "encode",
@@ -690,6 +692,22 @@ def default_corpus() -> str:
             )
         parts.append(pathlib.Path(spec.origin).read_text(encoding="utf-8"))
     return "\n".join(parts)
+
+
+def stdlib_corpus() -> str:
+    """A bigger default text (the word LM's): every top-level pure-Python module of the standard library,
+    ``sysconfig.get_paths()["stdlib"]/*.py`` sorted by file name, joined by newlines.
+
+    No import, no download; the exact text depends on the Python version: on CPython 3.11, 168 files,
+    4.7 MB, about 1.1 million word tokens of which 18.7k distinct ones occur at least twice (enough
+    for a 10k-word vocabulary). Sorted by name, so a chronological split holds out the last modules
+    (``uuid`` ... ``zipimport`` on 3.11).
+    """
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(root.glob("*.py"))
+    if not files:
+        raise ValueError(f"stdlib_corpus: no Python sources in the standard library directory {str(root)!r}")
+    return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
 
 
 def read_text(path) -> str:

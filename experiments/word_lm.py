@@ -13,8 +13,10 @@ and J. Dean, "Distributed representations of words and phrases and their composi
 layer (:mod:`jaxrnn.softmax`) and compares held-out perplexity, training speed and the memory of the
 output layer.
 
-Corpus: the character LM's (:mod:`experiments.char_lm`): by default the Python source of ten
-standard-library modules (:func:`experiments.tasks.default_corpus`), or ``--text FILE``
+Corpus: by default (``--corpus stdlib``) the Python source of every top-level standard-library module
+(:func:`experiments.tasks.stdlib_corpus`: 4.7 MB, about 1.1 million tokens on CPython 3.11, enough
+for a 10k-word vocabulary), or the character LM's ten modules (``--corpus modules``,
+:func:`experiments.tasks.default_corpus`, V about 3.7k), or ``--text FILE``
 (:func:`experiments.tasks.read_text`, any UTF-8 file). Tokeniser (:func:`tokenize`): line by line, the
 regular expression ``\\w+|[^\\w\\s]`` (runs of letters, digits and underscores; every other non-space
 character alone), case kept (``--lowercase`` folds it: Python is case-sensitive), and with ``--eos``
@@ -43,9 +45,10 @@ mean negative log-likelihood ``-ln p(w_{t+1} | w_<=t)``; Adam, the global gradie
 ``--clip``; ``--dropout`` on the non-recurrent connections (the embeddings into the LSTM, its outputs
 into the output layer), as W. Zaremba, I. Sutskever and O. Vinyals regularise word-level LSTMs
 ("Recurrent neural network regularization", 2014). The hierarchical models train on ``log_prob``,
-whose cost is ``O(D H)`` per word for the tree's depth ``D``: :mod:`jaxrnn.softmax` pads every path to
-``D``, so a Huffman tree's short codes for frequent words save nothing here, and its depth (its
-longest code) exceeds the balanced tree's ``ceil(log2 V)``.
+whose cost is ``O(D H)`` per word for the tree's depth ``D`` and whose memory is ``O(H + D)`` per word
+(it scans the ``D`` levels and rematerialises each in the backward pass): :mod:`jaxrnn.softmax` pads
+every path to ``D``, so a Huffman tree's short codes for frequent words save no time here, and its
+depth (its longest code) exceeds the balanced tree's ``ceil(log2 V)``.
 
 Evaluation, at every logged step: perplexity ``exp(-(1/N) sum ln p(w_t | context))`` over EVERY token
 of the validation and the test split (:func:`stream_nll`: each split read as ``--eval-streams``
@@ -71,44 +74,42 @@ rows: the add-one unigram model of the training counts and the uniform ``V``. Th
 * ``--sample-length`` words sampled at temperature 1 after ``--prime`` (the hierarchical models walk
   the tree: ``sample``), printed and written to ``samples.txt``.
 
-Measured on a 2-core CPU development machine shared with other jobs (load average 2.7-4.4 during the
-run; jax 0.10.2, CPython 3.11 corpus, ``JAX_PLATFORMS=cpu``): ``time python -m experiments.word_lm
---preset quick`` took 3 min 25 s wall (2 min 43 s CPU user; 3.8-4.2 min in two earlier runs under load
-~5-6). Corpus: 138403 / 17300 / 17300 train / valid / test tokens with 5176 distinct training tokens,
-so V = 3738 (the 3737 types seen at least twice, plus ``<unk>``: the corpus has fewer types than the
-10000 the preset allows); ``<unk>`` is 1.04% of the training tokens, 11.73% of the validation and
-12.64% of the test tokens (identifiers of the held-out modules, ``tarfile`` and ``textwrap``).
-Embedding 128 -> LSTM 256, 400 updates of 32 x 35 tokens (3.2 epochs), dropout 0.3, Adam 3e-3::
+Measured on the 2-core CPU development machine (jax 0.10.2, CPython 3.11 standard library,
+``JAX_PLATFORMS=cpu``): ``time python -m experiments.word_lm --preset quick`` took 2 min 56 s wall
+(4 min 33 s CPU user). Corpus (``--corpus stdlib``): 1063237 / 22150 / 22150 train / valid / test tokens
+(the quick preset holds out 2% each, so that the full softmax's evaluation of every held-out token stays
+cheap) with 26861 distinct training tokens, V = 10001 (the 10000 most frequent, plus ``<unk>``);
+``<unk>`` is 2.75% of the training tokens, 7.26% of the validation and 8.89% of the test tokens.
+Embedding 128 -> LSTM 256, 400 updates of 32 x 35 tokens (0.4 epochs), dropout 0.3, Adam 3e-3::
 
     model                           test ppl  valid ppl  tokens/s  out-layer mem (calc / XLA)  params (out)
-    ------------------------------  --------  ---------  --------  --------------------------  --------------
-    full softmax                    31.5      28.5       12,986    31.9 / 31.9 MiB             1.83M (960.7k)
-    huffman (depth 16, mean 7.6)    31.2      28.2       25,093    35.1 / 35.4 MiB             1.83M (960.4k)
-    balanced (depth 12, mean 12.0)  33.8      31.2       26,593    26.4 / 26.5 MiB             1.83M (960.4k)
-    unigram (add-one)               119.0     116.7
-    uniform (V)                     3738.0    3738.0
+    ------------------------------  --------  ---------  --------  --------------------------  -------------
+    full softmax                    29.6      28.4       5,537     85.5 / 85.5 MiB             4.24M (2.57M)
+    huffman (depth 18, mean 7.8)    28.1      27.3       28,462    2.4 / 2.4 MiB               4.24M (2.57M)
+    balanced (depth 14, mean 14.0)  32.0      30.9       29,545    2.3 / 2.3 MiB               4.24M (2.57M)
+    unigram (add-one)               139.6     145.0
+    uniform (V)                     10001.0   10001.0
 
-Reading. Perplexity (deterministic: the same in all three runs): at equal updates the Huffman-tree model
-matches the full softmax (test 31.2 against 31.5) and learns faster early (validation 49.5 against 57.1
-after 40 updates); the balanced tree, which splits the frequency-sorted vocabulary into halves, trails
-(33.8). All are far below the unigram model (119). Without dropout (an earlier run) the validation
-perplexity of the tree models rose again after about 250 updates: 1.8M parameters on 138k training
-tokens. Speed: the hierarchical models train about twice as many tokens per second (the output layer
-costs ``D H`` instead of ``V H`` per token, the LSTM the same); the absolute rates follow the machine's
-load (the rounds of this run spread by a factor 2; the median rounds of two earlier runs gave 3.6k-4.0k,
-8.7k-10.8k and 10.1k-10.2k tokens/s), their ratio less so (1.9-3.0). Memory: at this ``V`` the
-hierarchical layer is NOT smaller: ``log_prob`` gathers the rows of ``W`` along every path padded to the
-depth, ``N D H`` floats, and ``D H = 16 x 256 = 4096`` exceeds ``V = 3738``, so the Huffman layer needs
-35 MiB per update against 32 MiB for the full softmax (XLA's temporaries agree within 1%), the balanced
-tree (``D = 12``) 26 MiB; the saving appears once ``V >> D H`` (e.g. ``V = 10^5``, ``D`` about 20). The
-padding also makes every word cost the tree's depth, not its code length: the Huffman tree's 7.6
-decisions per training token (12.0 on the balanced tree) save no time here, and its depth 16 makes it no
-faster than the balanced tree. Samples (``def`` ...) are Python-shaped: ``def delimit_if ( f , c ) :``,
-``return result``, ``for elt in classes :``; the models mix code and docstring text freely.
+Reading. Perplexity: at equal updates the Huffman-tree model beats the full softmax (test 28.1 against
+29.6) and leads it all along (validation 60 against 75 after 50 updates); the balanced tree, which splits
+the frequency-sorted vocabulary into halves, trails (32.0). All are far below the unigram model (140).
+Speed: the tree layers train 5.1-5.3x as many tokens per second (the output layer costs ``D H`` instead
+of ``V H`` per token; the LSTM is the same). Memory: the loss and gradient of the hierarchical layer
+need 2.4 MiB per update against 85.5 MiB for the full softmax's ``N x V`` logits and their gradient (36x
+less): ``log_prob`` scans the ``D`` levels and rematerialises each in the backward pass, holding one
+level's gathered rows (``N x H``); XLA's temporaries agree with the calculation within 1%. Every word
+costs the tree's depth, not its code length (the paths are padded), so the Huffman tree's mean code of
+7.8 decisions per training token (14.0 on the balanced tree) saves no time, and its depth 18 makes it no
+faster than the balanced tree. Samples (``def`` ...) are Python-shaped: ``def _days_in_month (
+Iterable , errwrite ) :``, ``def <unk> ( self , event )``; the models mix code and docstring text freely.
+An earlier run on the ten-module corpus (``--corpus modules``, V = 3738) gave test perplexities 31.5 /
+31.2 / 33.8 with the whole paths gathered at once, which at that ``V`` needed more memory than the full
+softmax (``D H = 4096 > V``).
 
 Commands::
 
-    python -m experiments.word_lm --preset quick                        # 2-core CPU, 3-5 minutes
+    python -m experiments.word_lm --preset quick                        # 2-core CPU, about 3 minutes
+    python -m experiments.word_lm --preset quick --corpus modules       # ten modules, V = 3738
     python -m experiments.word_lm --preset paper                        # bigger, an accelerator
     python -m experiments.word_lm --preset quick --text corpus.txt --lowercase --vocab 20000
     python -m experiments.word_lm --softmax huffman balanced            # only the trees
@@ -180,6 +181,7 @@ TOKEN_PATTERN = r"\w+|[^\w\s]"
 UNK = "<unk>"
 EOS = "<eos>"
 SOFTMAXES = ("full", "huffman", "balanced")
+CORPORA = ("stdlib", "modules")
 _F32, _I32 = jnp.float32, jnp.int32
 
 
@@ -188,7 +190,12 @@ class Config(runner.TrainConfig):
     """Defaults: a one-layer LSTM LM with Zaremba et al.'s window 35 and clip 5, trained by Adam."""
 
     batch_size: int = runner.arg(32, "windows per update", min=1)
-    text: str = runner.arg("", "training text (a UTF-8 file); empty: the default standard-library corpus")
+    text: str = runner.arg("", "training text (a UTF-8 file); empty: the standard-library corpus --corpus")
+    corpus: str = runner.arg(
+        "stdlib",
+        "without --text: 'stdlib' (every top-level stdlib module) or 'modules' (char_lm's ten)",
+        choices=CORPORA,
+    )
     lowercase: bool = runner.arg(False, "fold the text to lower case before tokenising")
     eos: bool = runner.arg(True, "close every line with an <eos> token (Mikolov's Penn Treebank files)")
     vocab: int = runner.arg(10000, "keep the VOCAB most frequent training words (plus <unk>)", min=1)
@@ -239,11 +246,11 @@ class Config(runner.TrainConfig):
 
 
 PRESETS = {
-    # 2-core CPU, 3-5 minutes for the three models (depending on the machine's load).
+    # 2-core CPU, about 3 minutes for the three models at V = 10001 (depending on the machine's load).
     "quick": dict(
         softmax=("full", "huffman", "balanced"), vocab=10000, embed=128, hidden=256, seq_length=35,
-        batch_size=32, steps=400, lr=3e-3, dropout=0.3, log_every=40, checkpoint_every=200, bench_steps=10,
-        bench_rounds=5,
+        batch_size=32, steps=400, lr=3e-3, dropout=0.3, log_every=50, checkpoint_every=200, bench_steps=10,
+        bench_rounds=5, valid_fraction=0.02, test_fraction=0.02,
     ),
     # bigger: Zaremba et al.'s medium model (650 units, window 35, batch 20, dropout 0.5), one layer
     # and Adam instead of two layers and SGD; an accelerator.
@@ -608,9 +615,10 @@ def generate(model: WordModel, params, prime_ids, key, n: int) -> np.ndarray:
 def output_memory(model: WordModel, params, n: int) -> dict[str, int | None]:
     """Bytes of the output layer's loss-and-gradient on ``n`` predictions (one update's ``B T``).
 
-    * ``analytic_bytes``: float32 buffers that grow with ``n`` -- full: logits and their gradient,
-      ``2 * 4 n V``; hierarchical: path scores and their gradient ``2 * 4 n D`` plus the gathered rows
-      ``W[paths]`` and their gradient ``2 * 4 n D H`` (``D`` the tree's depth);
+    * ``analytic_bytes``: the buffers that grow with ``n`` -- full: float32 logits and their gradient,
+      ``2 * 4 n V``; hierarchical (``log_prob`` scans the tree's ``D`` levels, rematerialising each in
+      the backward pass): one level's gathered rows ``W[node]`` and their gradient, ``2 * 4 n H``, plus
+      the path columns (node and sign int32, mask bool), ``9 n D``;
     * ``xla_temp_bytes``: XLA's temporary buffers for ``jax.value_and_grad`` of the mean NLL in the
       output parameters and ``h (n, H)``, from ``compile().memory_analysis()`` (``None`` where the
       backend does not report it).
@@ -621,7 +629,7 @@ def output_memory(model: WordModel, params, n: int) -> dict[str, int | None]:
     if model.tree is None:
         analytic = 2 * 4 * n * v
     else:
-        analytic = 2 * 4 * n * model.tree.depth * (hidden + 1)
+        analytic = 2 * 4 * n * hidden + 9 * n * model.tree.depth
     h = jax.ShapeDtypeStruct((n, hidden), _F32)
     y = jax.ShapeDtypeStruct((n,), _I32)
     loss = lambda p, h, y: -jnp.mean(model.out.log_prob(p, h, y))
@@ -657,9 +665,10 @@ def time_updates(updates: dict[str, Callable], states: dict[str, Any], steps: in
 
 
 def _load_corpus(config: Config) -> WordCorpus:
-    what = f"--text {config.text}" if config.text else "the default corpus"
+    what = f"--text {config.text}" if config.text else f"--corpus {config.corpus}"
+    read = {"stdlib": tasks.stdlib_corpus, "modules": tasks.default_corpus}[config.corpus]
     try:
-        text = tasks.read_text(config.text) if config.text else tasks.default_corpus()
+        text = tasks.read_text(config.text) if config.text else read()
     except ValueError as e:
         raise runner.UsageError(f"{what}: {e}") from None
     corpus = make_corpus(
@@ -907,7 +916,13 @@ def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
     corpus = _load_corpus(config)
     v = len(corpus.words)
-    source = config.text or "stdlib: " + ",".join(tasks.DEFAULT_CORPUS_MODULES)
+    source = (
+        config.text
+        or {
+            "stdlib": "stdlib: every top-level module (tasks.stdlib_corpus)",
+            "modules": "stdlib: " + ",".join(tasks.DEFAULT_CORPUS_MODULES),
+        }[config.corpus]
+    )
     log = lambda msg: print(msg, file=sys.stderr if config.quiet else sys.stdout, flush=True)
     b, t_len = config.batch_size, config.seq_length
     splits = f"{len(corpus.train)} / {len(corpus.valid)} / {len(corpus.test)} train / valid / test tokens"
@@ -981,7 +996,7 @@ def main(argv=None):
     with open(os.path.join(root, "samples.txt"), "w", encoding="utf-8") as f:
         for name, text in samples.items():
             f.write(f"--- {name}, temperature 1, primed with {config.prime!r} ---\n{config.prime} {text}\n\n")
-    corpus_name = os.path.basename(config.text) if config.text else "stdlib sources"
+    corpus_name = os.path.basename(config.text) if config.text else f"stdlib sources ({config.corpus})"
     title = f"word LM on {corpus_name}: V = {v}, LSTM {config.hidden}, {config.steps} updates of {b}x{t_len}"
     figure = plot_summary(runs, os.path.join(root, "word_lm.png"), title, runs[0]["tokens_per_s_source"])
     print(f"\ncorpus: {source}\n  {splits}\n  {vocab_text}")

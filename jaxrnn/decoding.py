@@ -47,7 +47,6 @@ A. Graves, "Generating Sequences With Recurrent Neural Networks" (arXiv:1308.085
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 
 import jax
@@ -65,29 +64,11 @@ __all__ = ["beam_search", "greedy", "sample"]
 
 def _token(value, what: str, fn: str, *, optional: bool = False):
     """A token: a Python int or an integer scalar array (traced allowed); returns ``(token, concrete int
-    or None)``, converted to int32 by the caller once its range is checked."""
+    or None)``, converted to int32 by the caller once its range is checked against ``V``."""
     if value is None and optional:
         return None, None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {what} must be an int token; got {value!r}")
-    if isinstance(value, jax.core.Tracer) or hasattr(value, "dtype"):
-        dtype = jnp.result_type(value)
-        if not jnp.issubdtype(dtype, jnp.integer) or jnp.ndim(value) != 0:
-            raise TypeError(
-                f"{fn}: {what} must be an int token (a Python int or an integer scalar array); got "
-                f"an array of dtype {dtype} and shape {tuple(jnp.shape(value))}"
-            )
-        return value, (int(np.asarray(value)) if check.is_concrete(value) else None)
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{fn}: {what} must be an int token; got {value!r}") from None
-    return n, n
-
-
-def _in_vocab(n, V: int, what: str, fn: str) -> None:
-    if n is not None and not 0 <= n < V:
-        raise ValueError(f"{fn}: {what} must be in [0, V={V}) (V: the size of step's logits); got {n}")
+    token = check.tokens(value, (), fn, name=what, shape_text="() (a Python int or an integer scalar array)")
+    return token, (int(np.asarray(token)) if check.is_concrete(token) else None)
 
 
 def _describe(tree) -> str:
@@ -143,8 +124,9 @@ def _check(fn: str, step, carry, start_token, max_length, eos_token):
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise TypeError(f"{fn}: step must return floating logits; got dtype {logits.dtype}")
     V = int(logits.shape[0])
-    _in_vocab(start_int, V, "start_token", fn)
-    _in_vocab(eos_int, V, "eos_token", fn)
+    for name, n in (("start_token", start_int), ("eos_token", eos_int)):
+        if n is not None:
+            check.token_range(n, V, fn, name=name, vocab_text="V")
     start = jnp.asarray(start, jnp.int32)
     eos = None if eos is None else jnp.asarray(eos, jnp.int32)
     return carry, start, eos, L, V, jnp.promote_types(logits.dtype, jnp.float32)

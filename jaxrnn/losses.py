@@ -495,36 +495,6 @@ def _describe_carry(tree) -> str:
     return f"{jax.tree.structure(tree)} with leaf shapes {[s for s, _ in _struct(tree)]}"
 
 
-def _check_tokens(tokens, lead: tuple, what: str, fn: str):
-    tokens = _as_array(tokens, what, fn)
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise TypeError(
-            f"{fn}: {what} must be an integer array of tokens (U, *batch); got dtype {tokens.dtype}"
-        )
-    if tokens.ndim < 1 or tuple(tokens.shape[1:]) != lead or tokens.shape[0] == 0:
-        raise ValueError(
-            f"{fn}: {what} must have shape (U, *batch) with U >= 1 and batch {lead} (the batch dims of "
-            f"xs), time first; got {tuple(tokens.shape)}"
-        )
-    return tokens
-
-
-def _check_token_range(tokens, lengths, V: int, what: str, fn: str) -> None:
-    """Tokens on the valid steps in ``[0, V)``, checked on concrete values only."""
-    if not check.is_concrete(tokens) or (lengths is not None and not check.is_concrete(lengths)):
-        return
-    host = np.asarray(tokens)
-    if lengths is not None:
-        U = host.shape[0]
-        host = host[np.arange(U).reshape((U,) + (1,) * (host.ndim - 1)) < np.asarray(lengths)]
-    if host.size and (host.min() < 0 or host.max() >= V):
-        vocab = 'params["embed"]' if what == "ys_in" else 'params["W"] and params["b"]'
-        raise ValueError(
-            f"{fn}: {what} must be in [0, {V}) on the valid steps (the vocabulary of {vocab}); "
-            f"got values in [{int(host.min())}, {int(host.max())}]"
-        )
-
-
 def _check_matrix(value, shape: tuple, what: str, fn: str, want: str):
     """A floating array of ``shape`` (``None`` entries free); ``want`` describes it."""
     dtype = getattr(value, "dtype", None)
@@ -646,8 +616,9 @@ def seq2seq(
     check.params(decoder, params["decoder"], fn, 'params["decoder"]')
     xs_t, _ = check.xs(encoder, params["encoder"], xs, 0, fn)
     S, batch = xs_t.shape[0], tuple(xs_t.shape[1:-1])
-    ys_in = _check_tokens(ys_in, batch, "ys_in", fn)
-    ys_out = _check_tokens(ys_out, batch, "ys_out", fn)
+    shape_text = f"(U, *batch) with U >= 1 and batch {batch} (the batch dims of xs), time first"
+    ys_in = check.tokens(ys_in, (None, *batch), fn, name="ys_in", shape_text=shape_text)
+    ys_out = check.tokens(ys_out, (None, *batch), fn, name="ys_out", shape_text=shape_text)
     U = ys_in.shape[0]
     if ys_out.shape[0] != U:
         raise ValueError(
@@ -670,8 +641,12 @@ def seq2seq(
     )
     V = W.shape[1]
     b = _check_matrix(params["b"], (V,), 'params["b"]', fn, f'({V},) (V from params["W"])')
-    _check_token_range(ys_in, y_lengths, embed.shape[0], "ys_in", fn)
-    _check_token_range(ys_out, y_lengths, V, "ys_out", fn)
+    valid = None  # the valid steps, where the tokens must be in range (a traced y_lengths: not checked)
+    if y_lengths is not None:
+        steps = np.arange(U).reshape((U,) + (1,) * len(batch))
+        valid = steps < np.asarray(y_lengths) if check.is_concrete(y_lengths) else y_lengths
+    check.token_range(ys_in, embed.shape[0], fn, name="ys_in", vocab_text="V_in", valid=valid)
+    check.token_range(ys_out, V, fn, name="ys_out", vocab_text="V", valid=valid)
 
     enc_carry = jax.eval_shape(lambda p: encoder.initial_carry(p, batch), params["encoder"])
     if bridge is None:

@@ -295,26 +295,10 @@ class HierarchicalSoftmax:
 
     def _targets(self, targets, batch_shape, fn: str):
         V = self.tree.num_words
-        if not hasattr(targets, "dtype"):
-            targets = np.asarray(targets)
-        if not jnp.issubdtype(targets.dtype, jnp.integer):
-            raise TypeError(
-                f"{fn}: targets must be an integer array of word indices in [0, V={V}) of shape "
-                f"{batch_shape} (h's batch dims); got dtype {targets.dtype}"
-            )
-        if tuple(targets.shape) != tuple(batch_shape):
-            raise ValueError(
-                f"{fn}: targets must have shape {tuple(batch_shape)} (h's batch dims, h being (*batch, H)); "
-                f"got {tuple(targets.shape)}"
-            )
-        if check.is_concrete(targets):
-            host = np.asarray(targets)
-            if host.size and (host.min() < 0 or host.max() >= V):
-                raise ValueError(
-                    f"{fn}: targets must be word indices in [0, V={V}); got values in "
-                    f"[{int(host.min())}, {int(host.max())}]"
-                )
-        return jnp.asarray(targets)
+        return check.tokens(
+            targets, tuple(batch_shape), fn, name="targets", vocab=V, vocab_text="V",
+            shape_text=f"{tuple(batch_shape)} (h's batch dims, h being (*batch, H))",
+        )  # fmt: skip
 
     # ---- the functions
 
@@ -335,8 +319,13 @@ class HierarchicalSoftmax:
     def log_prob(self, params, h, targets):
         """``log p(targets | h)``, ``(*batch)``, for ``h (*batch, H)`` and integer ``targets (*batch)``
         in ``[0, V)`` (checked when concrete; under ``jit`` an index out of range is clamped by the
-        gather). ``O(depth H)`` work per example: the rows of the target's path are gathered, nothing
-        ``V``-sized is formed. The negative mean is the training loss. In plain Python::
+        gather). ``O(depth H)`` work per example and nothing ``V``-sized formed: a ``lax.scan`` over the
+        tree's ``depth`` levels gathers, at level ``d``, one row ``W[paths[w, d]]`` per example and takes
+        its dot product with ``h``; the level is rematerialised (``jax.checkpoint``) in the backward
+        pass, so loss and gradient need ``O(batch (H + depth))`` memory besides the parameters, not the
+        ``batch x depth x H`` of gathering whole paths at once. Every example runs ``depth`` levels
+        (padding past its code length is masked), so a Huffman tree's short codes save work only in
+        :meth:`sample`. The negative mean is the training loss. In plain Python::
 
             out = 0
             for d in range(tree.code_lengths[w]):                 # w = targets[i], h = h[i]
@@ -348,10 +337,16 @@ class HierarchicalSoftmax:
         h = self._hidden(W, b, h, fn)
         targets = self._targets(targets, h.shape[:-1], fn)
         t = self.tree
-        nodes = t.paths[targets]  # (*batch, D)
-        z = jnp.einsum("...dh,...h->...d", W[nodes].astype(h.dtype), h) + b[nodes].astype(h.dtype)
-        terms = jax.nn.log_sigmoid(t.signs[targets].astype(z.dtype) * z)
-        return jnp.sum(jnp.where(t.mask[targets], terms, 0.0), axis=-1)
+
+        @jax.checkpoint
+        def level(acc, col):
+            node, sign, mask = col  # (*batch,) each: the examples' node, branch sign and validity at depth d
+            z = jnp.sum(W[node].astype(h.dtype) * h, axis=-1) + b[node].astype(h.dtype)
+            return acc + jnp.where(mask, jax.nn.log_sigmoid(sign.astype(z.dtype) * z), 0.0), None
+
+        cols = (jnp.moveaxis(a[targets], -1, 0) for a in (t.paths, t.signs, t.mask))  # (D, *batch) each
+        acc, _ = jax.lax.scan(level, jnp.zeros(targets.shape, h.dtype), tuple(cols))
+        return acc
 
     def log_probs(self, params, h):
         """The whole distribution ``log p(w | h)`` for every word, ``(*batch, V)``; ``exp`` of it sums to

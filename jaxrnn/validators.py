@@ -39,6 +39,7 @@ __all__ = [
     "resets",
     "scan_unroll",
     "time_axis",
+    "tokens",
     "xs",
 ]
 
@@ -409,6 +410,55 @@ def lengths(value, T: int, batch_shape, fn: str, *, name: str = "lengths", steps
         if lo < 0 or hi > T:
             raise ValueError(f"{fn}: {name} must be in [0, {steps}={T}]; got values in [{lo}, {hi}]")
     return jnp.asarray(value)
+
+
+def tokens(
+    value,
+    shape,
+    fn: str,
+    *,
+    name: str,
+    shape_text: str,
+    vocab: int | None = None,
+    vocab_text: str = "V",
+    valid=None,
+):
+    """An integer array of token ids (word indices, labels) of ``shape``, a tuple whose ``None`` entries
+    take any size ``>= 1``; ``shape_text`` describes the shape in messages (``"(U, *batch) with ..."``).
+    With ``vocab = V`` the values must lie in ``[0, V)`` (named ``vocab_text`` in messages), checked on
+    concrete values only, and only where the boolean mask ``valid`` (broadcastable to ``shape``; e.g. the
+    steps before each sequence's length) is True. Use :func:`token_range` to check the range later, once
+    ``V`` is known. A Python int or an integer scalar array passes for ``shape == ()``."""
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "dtype"):
+        value = np.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: {name} must be an integer array of token ids, shape {shape_text}; got dtype {value.dtype}"
+        )
+    got = tuple(value.shape)
+    if len(got) != len(shape) or any(
+        w is not None and g != w or w is None and g < 1 for g, w in zip(got, shape)
+    ):
+        raise ValueError(f"{fn}: {name} must have shape {shape_text}; got {got}")
+    if vocab is not None:
+        token_range(value, vocab, fn, name=name, vocab_text=vocab_text, valid=valid)
+    return jnp.asarray(value)
+
+
+def token_range(value, vocab: int, fn: str, *, name: str, vocab_text: str = "V", valid=None) -> None:
+    """Token ids in ``[0, vocab)`` where the mask ``valid`` (None: everywhere) is True; checked on
+    concrete values only (under ``jit`` an out-of-range id is clamped by the gather that uses it)."""
+    if not is_concrete(value) or (valid is not None and not is_concrete(valid)):
+        return
+    host = np.asarray(value)  # host values: no jax ops, so it also works inside a trace
+    if valid is not None:
+        host = host[np.broadcast_to(np.asarray(valid, bool), host.shape)]
+    if host.size and (host.min() < 0 or host.max() >= vocab):
+        where = " on the valid steps" if valid is not None else ""
+        raise ValueError(
+            f"{fn}: {name} must be in [0, {vocab_text}={vocab}){where}; got values in "
+            f"[{int(host.min())}, {int(host.max())}]"
+        )
 
 
 def resets(value, xs_shape, axis: int, fn: str):

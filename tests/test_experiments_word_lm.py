@@ -119,7 +119,7 @@ def test_smoke_writes_results_table_plot_and_samples(smoke):
         assert r["memory"]["xla_temp_bytes"] is None or r["memory"]["xla_temp_bytes"] > 0
     full, huff = res["runs"]
     assert full["memory"]["analytic_bytes"] == 2 * 4 * n_batch * v
-    assert huff["memory"]["analytic_bytes"] == 2 * 4 * n_batch * tree.depth * (8 + 1)
+    assert huff["memory"]["analytic_bytes"] == 2 * 4 * n_batch * 8 + 9 * n_batch * tree.depth
     assert full["out_params"] == 8 * v + v and huff["out_params"] == (v - 1) * (8 + 1)
     assert full["params"] - full["out_params"] == huff["params"] - huff["out_params"] == v * 8 + 4 * 8 * 17
     assert huff["label"] == f"huffman (depth {tree.depth}, mean {huff['tree']['mean_code_length_train']:.1f})"
@@ -239,9 +239,10 @@ def test_time_updates_times_every_update_in_rounds():
         (["--vocab", "0"], ["--vocab", ">= 1"]),
         (["--lr", "nan"], ["--lr", "finite"]),
         (["--text", "no such file.txt"], ["--text", "not a readable file"]),
+        (["--corpus", "wiki"], ["--corpus", "stdlib"]),
         (["--preset", "smoke", "--seq-length", "500"], ["split has", "--seq-length"]),
     ],
-    ids=["softmax", "twice", "fractions", "vocab", "nan", "missing-text", "too-short"],
+    ids=["softmax", "twice", "fractions", "vocab", "nan", "missing-text", "corpus", "too-short"],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path, capsys, argv, words):
     if "--seq-length" in argv:

@@ -241,3 +241,18 @@ def test_log_prob_and_sample_do_no_vocabulary_sized_work():
     assert _largest_value(jax.make_jaxpr(out.log_prob)(p, h, w)) <= 2 * 9 * H
     assert _largest_value(jax.make_jaxpr(out.sample)(p, h, key)) <= 2 * 9 * H
     assert _largest_value(jax.make_jaxpr(out.log_probs)(p, h)) >= 2 * V  # the whole distribution is
+
+
+def test_log_prob_gradient_memory_does_not_hold_whole_paths():
+    # Gathering every example's whole path at once holds batch x depth x H floats (and as much again
+    # for their gradient); the level-by-level scan with rematerialisation holds O(batch H).
+    V, N, Hs = 1024, 256, 64
+    out = sm.hierarchical(sm.balanced_tree(V))  # depth 10
+    p = _params(out, F32, H=Hs)
+    h, w = jnp.ones((N, Hs), F32), jnp.arange(N) % V  # w an argument: data, as in training
+    grad = jax.jit(jax.grad(lambda p, h, w: out.log_prob(p, h, w).sum(), (0, 1)))
+    stats = grad.lower(p, h, w).compile().memory_analysis()
+    if stats is None:  # a backend without memory statistics
+        pytest.skip("no compiled memory statistics on this backend")
+    whole_paths = N * out.tree.depth * Hs * 4  # 640 KiB; the scan needs about 150 KiB
+    assert stats.temp_size_in_bytes < whole_paths / 3, (stats.temp_size_in_bytes, whole_paths)

@@ -7,6 +7,7 @@ array operations (pascanur/trainingRNNs, amarshah/complex_RNN, Hochreiter & Schm
 """
 
 import functools
+import importlib.util
 import math
 
 import jax
@@ -459,6 +460,13 @@ def test_default_corpus_is_real_text():
     text = tk.default_corpus()
     assert len(text) > 300_000 and "def " in text and "the " in text
     assert text == tk.default_corpus()
+
+
+def test_stdlib_corpus_is_every_top_level_stdlib_module():
+    text = tk.stdlib_corpus()
+    for name in tk.DEFAULT_CORPUS_MODULES:  # the small corpus is part of the big one
+        assert importlib.util.find_spec(name).loader.get_source(name) in text
+    assert len(text) > 5 * len(tk.default_corpus())
 
 
 def test_char_lm_windows_are_consecutive_text():
