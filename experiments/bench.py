@@ -5,6 +5,7 @@ One command::
     python -m experiments.bench                      # the full table on this machine (S, M, L)
     python -m experiments.bench --quick              # fewer warm-up calls, shapes S and L (a 2-core CPU)
     python -m experiments.bench --memory --parallel --json runs/bench.json
+    python -m experiments.bench --no-speed --resets 0.1     # episode boundaries on the fused path
 
 The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
 ``--shapes Q``, an unknown option) is one line ``error: argument --repeats: must be >= 1; got 0 (see
@@ -57,6 +58,12 @@ lazily, skipped with a "not available" line when the module is missing) through 
 ``fused=True`` (the associative scan) and ``fused=False`` (their sequential ``lax.scan``), against the
 sequential ``jr.lstm`` of the same width (its fused kernel and its reference scan), at
 ``T = 256, 1024, 4096``.
+
+``--resets RATE``: forward and forward+backward at ``--resets-shape`` (default L) with resets
+(``jr.unroll(..., resets=...)``, episode boundaries drawn at ``RATE`` per step and sequence) on the fused
+path, against the same call without resets and against the reference ``lax.scan`` with the same resets
+(the fused path and the reference are checked to agree first). Target (issue 17): fused with resets
+within 15% of no resets.
 
 Targets (issue 5; ratios measured in one run): on CPU, LSTM and GRU ``fwdbwd`` at least 2x faster than
 Flax at S, M and L (``jaxrnn / flax <= 0.5``) and no slower than torch's CPU ``nn.LSTM`` / ``nn.GRU``
@@ -221,12 +228,7 @@ def _jitted(fns: dict, args: tuple) -> dict:
 
 def _jaxrnn(kind, params, xs, ct, fused=True, unroll=1):
     cell = CELLS[kind](params["W_hh"].shape[0])
-
-    def apply(p, xs):
-        final, ys = jr.unroll(cell, p, xs, fused=fused, unroll=unroll)
-        return ys, cell.output(final)
-
-    impl = _jax_impl(apply, (params, xs), ct)
+    impl = _unroll_impl(cell, params, xs, ct, fused=fused, unroll=unroll)
     impl["ys"] = lambda: impl["fwd"]()[0]
     impl["grads"] = lambda: _grads(impl["fwdbwd"](), lambda g: g["W_hh"])
     return impl
@@ -531,6 +533,63 @@ def parallel_section(cfg, log) -> tuple[list, str | None]:
     return rows, None
 
 
+def _unroll_impl(cell, params, xs, ct, **unroll_kwargs) -> dict:
+    """Jitted ``fwd`` / ``fwdbwd`` of ``jr.unroll(cell, params, xs, **unroll_kwargs)``."""
+
+    def apply(p, xs):
+        final, ys = jr.unroll(cell, p, xs, **unroll_kwargs)
+        return ys, cell.output(final)
+
+    return _jax_impl(apply, (params, xs), ct)
+
+
+def resets_section(cfg, log) -> list:
+    """Forward and forward+backward with ``resets`` (episode boundaries at rate ``cfg.resets``, drawn
+    per step and sequence) against the same call without resets, on the fused path; and the reference
+    ``lax.scan`` with the same resets (what ``unroll`` ran before the kernels took resets). The two
+    paths with resets are checked to agree before timing."""
+    B, T, D, H = SHAPES[cfg.resets_shape]
+    out = []
+    for kind in cfg.cells:
+        k_p, k_x, k_c, k_r = jax.random.split(jax.random.PRNGKey(0), 4)
+        params = _params(kind, k_p, D, H)
+        xs = jax.random.normal(k_x, (T, B, D), DTYPE)
+        ct = jax.random.normal(k_c, (T, B, H), DTYPE)
+        resets = jax.random.bernoulli(k_r, cfg.resets, (T, B))
+        cell = CELLS[kind](H)
+        impls = {
+            name: _unroll_impl(cell, params, xs, ct, resets=r, fused=fused)
+            for name, r, fused in (
+                ("none", None, True),
+                ("fused", resets, True),
+                ("reference", resets, False),
+            )
+        }
+        (y_f, _), (y_r, _) = impls["fused"]["fwd"](), impls["reference"]["fwd"]()
+        (_, (g_f, x_f)), (_, (g_r, x_r)) = impls["fused"]["fwdbwd"](), impls["reference"]["fwdbwd"]()
+        diff = max(
+            float(jnp.max(jnp.abs(a - b))) for a, b in ((y_f, y_r), (x_f, x_r), (g_f["W_hh"], g_r["W_hh"]))
+        )
+        if not diff <= cfg.atol:
+            raise AssertionError(
+                f"bench: {kind} with resets: the fused path and the reference scan differ by {diff} > "
+                f"atol={cfg.atol}"
+            )
+        for mode in cfg.modes:
+            timed = _time_many({n: (i[mode], i["sync"]) for n, i in impls.items()}, cfg.warmup, cfg.repeats)
+            row = {"cell": kind, "mode": mode, "B": B, "T": T, "D": D, "H": H, "rate": cfg.resets,
+                   "resets_drawn": int(resets.sum()), "max_abs_diff": diff}  # fmt: skip
+            row.update({f"{n}_ms": timed[n]["median_ms"] for n in impls})
+            row["fused_over_none"] = row["fused_ms"] / row["none_ms"]
+            row["reference_over_none"] = row["reference_ms"] / row["none_ms"]
+            out.append(row)
+            log(
+                f"  resets {kind} {mode}: none {row['none_ms']:.2f} ms, fused {row['fused_ms']:.2f} ms "
+                f"({row['fused_over_none']:.2f}x), reference scan {row['reference_ms']:.2f} ms"
+            )
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # targets and tables
 
@@ -656,6 +715,19 @@ def report(result: dict) -> str:
         head = ["cell", "widths", "T", "remat", "argument", "output", "temp", "arg+out+temp-alias"]
         head += ["no-remat residuals >= T*B*(G+2)*H*4", "compile s", "note"]
         parts += [_table(head, body), ""]
+    if result.get("resets") is not None:
+        r0 = result["resets"][0] if result["resets"] else None
+        what = "" if r0 is None else f" at B{r0['B']} T{r0['T']} D{r0['D']} H{r0['H']}, rate {r0['rate']}"
+        parts += [f"## Resets (episode boundaries){what}: median ms; target fused/none <= 1.15", ""]
+        body = [
+            [r["cell"], r["mode"], r["resets_drawn"], _f(r["none_ms"], 2), _f(r["fused_ms"], 2),
+             _f(r["reference_ms"], 2), _f(r["fused_over_none"], 2), _f(r["reference_over_none"], 2),
+             f"{r['max_abs_diff']:.1e}"]
+            for r in result["resets"]
+        ]  # fmt: skip
+        head = ["cell", "mode", "resets", "no resets", "resets, fused", "resets, reference scan"]
+        head += ["fused / none", "reference / none", "fused vs reference max diff"]
+        parts += [_table(head, body), ""]
     if result.get("parallel") is not None:
         parts += ["## Parallel-scan cells vs a sequential LSTM of the same width", ""]
         if result.get("parallel_note"):
@@ -762,6 +834,18 @@ def parser() -> runner.ArgumentParser:
         default=None,
         help="B of the parallel section (default 8)",
     )
+    p.add_argument(
+        "--resets",
+        type=runner.number(float, min=0.0),
+        default=None,
+        help="the resets section: episode boundaries drawn at this rate per step (e.g. 0.1)",
+    )
+    p.add_argument(
+        "--resets-shape",
+        choices=list(SHAPES),
+        default="L",
+        help="B, T, D, H of the resets section (default L)",
+    )
     p.add_argument("--no-speed", action="store_true", help="skip the main speed table")
     p.add_argument("--no-torch", action="store_true", help="do not import torch even if it is installed")
     p.add_argument(
@@ -788,6 +872,8 @@ def run(argv=None) -> dict:
       experiments.runner.UsageError: a bad option (one line naming it); ``--help`` exits 0.
     """
     cfg = parser().parse_args(argv)
+    if cfg.resets is not None and not cfg.resets <= 1.0:
+        raise runner.UsageError(f"argument --resets: must be a rate in [0, 1]; got {cfg.resets}")
     q = QUICK if cfg.quick else {}
     cfg.shapes = cfg.shapes or q.get("shapes", "S,M,L").split(",")
     cfg.warmup = cfg.warmup if cfg.warmup is not None else q.get("warmup", 3)
@@ -833,6 +919,8 @@ def run(argv=None) -> dict:
         result["memory"] = memory_section(cfg, log)
     if cfg.parallel:
         result["parallel"], result["parallel_note"] = parallel_section(cfg, log)
+    if cfg.resets is not None:
+        result["resets"] = resets_section(cfg, log)
     meta["loadavg_after"] = _loadavg()
     result["markdown"] = report(result)
     if cfg.json:

@@ -137,10 +137,11 @@ def unroll(
         BPTT propagates back in time (zero on padding steps).
       fused: use the cell's whole-sequence fast path (``cell.kernel``: the fused kernels of
         :mod:`jaxrnn.kernels` for ``lstm``, ``gru``, ``elman``/``irnn``/``np_rnn``, the parallel scan
-        of ``min_gru``/``min_lstm``/``lru``) when it has one and it serves the call (no ``resets``,
-        ``probes`` or ``remat``, no truncation cuts or step index; the kernel may decline other options,
-        e.g. dtypes); ``False`` forces the reference ``lax.scan``. Both give the same values and derivatives
-        (forward and reverse mode, any order).
+        of ``min_gru``/``min_lstm``/``lru``) when it has one and it serves the call (no ``probes`` or
+        ``remat``, no truncation cuts or step index, ``resets`` only where the kernel takes them -- all
+        built-in kernels do; the kernel may decline other options, e.g. dtypes); ``False`` forces the
+        reference ``lax.scan``. Both give the same values and derivatives (forward and reverse mode, any
+        order).
 
       t0: the step index of the first step of ``xs`` (in processing order), an int or ``(*batch)``
         ints, default 0: for continuing a sequence chunk by chunk with a cell that reads the step index
@@ -270,13 +271,14 @@ def _run(
     if (
         fused
         and kernel is not None
-        and resets is None
+        and (resets is None or kernel.resets)
         and probes is None
         and (remat is False or remat is None)
         and not cell.uses_step_index
         and not cell.has_cut
     ):
-        out = kernel.apply(params, carry, xs, lengths=lengths, reverse=reverse, unroll=unroll)
+        extra = {} if resets is None else {"resets": resets, "reset_carry": s0}
+        out = kernel.apply(params, carry, xs, lengths=lengths, reverse=reverse, unroll=unroll, **extra)
         if out is not None:
             final, st = out
             ys = cell.output(st)

@@ -105,6 +105,19 @@ def test_memory_section():
         assert temp[(48, False)] > temp[(12, False)]
 
 
+def test_resets_section():
+    argv = ["--no-speed", "--cells", "gru", "--resets", "0.3", "--resets-shape", "tiny", "--repeats", "2"]
+    result = bench.run([*argv, "--warmup", "0", "--no-torch", "--quiet"])
+    rows = result["resets"]
+    assert [(r["cell"], r["mode"]) for r in rows] == [("gru", "fwd"), ("gru", "fwdbwd")]
+    B, T = bench.SHAPES["tiny"][:2]
+    for r in rows:
+        assert (r["B"], r["T"], r["rate"]) == (B, T, 0.3) and 0 < r["resets_drawn"] <= B * T
+        assert r["max_abs_diff"] <= 1e-4  # the fused path and the reference scan agree
+        assert r["fused_over_none"] == r["fused_ms"] / r["none_ms"] > 0
+    assert "## Resets (episode boundaries) at B2 T5 D3 H4, rate 0.3" in result["markdown"]
+
+
 def test_targets_status():
     def row(shape, cell, impl, ms):
         return {"shape": shape, "cell": cell, "mode": "fwdbwd", "impl": impl, "median_ms": ms}
@@ -182,6 +195,8 @@ def test_parallel_section_reports_missing_module(monkeypatch):
         (["--memory-T", "0"], ["--memory-T", "positive ints"]),
         (["--fused", "yes"], ["--fused", "'yes'"]),
         (["--unroll", "0"], ["--unroll"]),
+        (["--resets", "-0.1"], ["--resets", ">= 0"]),
+        (["--resets", "1.5"], ["--resets", "[0, 1]"]),
         (["--unroll", "a"], ["--unroll"]),
         (["--repeats", "0"], ["--repeats", ">= 1", "got 0"]),
         (["--repeats", "x"], ["--repeats", "integer", "'x'"]),
@@ -197,7 +212,7 @@ def test_parallel_section_reports_missing_module(monkeypatch):
 def test_bad_arguments_exit_2_with_one_line(argv, words, capsys):
     """The runner's conventions: one line ``error: ...`` naming the option, exit status 2, no usage."""
     with pytest.raises(runner.UsageError):
-        bench.parser().parse_args(argv)
+        bench.run(argv) if argv[0] == "--resets" else bench.parser().parse_args(argv)
     with pytest.raises(SystemExit) as e:
         runner.run_cli(lambda: bench.main(argv))
     assert e.value.code == 2

@@ -51,15 +51,18 @@ def _data(cell, params, batch, dtype, seed=0):
     return xs, carry
 
 
-def _loss(cell, params, xs, carry, lengths, *, reverse, fused, time_axis=0, unroll=1):
-    opts = dict(lengths=lengths, reverse=reverse, fused=fused, time_axis=time_axis, unroll=unroll)
+def _loss(cell, params, xs, carry, lengths, *, reverse, fused, time_axis=0, unroll=1, resets=None):
+    opts = dict(
+        lengths=lengths, reverse=reverse, fused=fused, time_axis=time_axis, unroll=unroll, resets=resets
+    )
     final, ys = jr.unroll(cell, params, xs, carry, **opts)
     return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(f**2) for f in jax.tree.leaves(final))
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse", "fused", "time_axis", "unroll"))
-def _value_and_grads(cell, params, xs, carry, lengths, *, reverse, fused, time_axis=0, unroll=1):
-    f = functools.partial(_loss, cell, reverse=reverse, fused=fused, time_axis=time_axis, unroll=unroll)
+def _value_and_grads(cell, params, xs, carry, lengths, *, reverse, fused, time_axis=0, unroll=1, resets=None):
+    opts = dict(reverse=reverse, fused=fused, time_axis=time_axis, unroll=unroll, resets=resets)
+    f = functools.partial(_loss, cell, **opts)
     return jax.value_and_grad(f, argnums=(0, 1, 2))(params, xs, carry, lengths)
 
 
@@ -87,16 +90,25 @@ CASES = [
 ] + [(name, True, True) for name in ("elman_relu", "elman_sigmoid", "elman_identity", "irnn", "np_rnn")]
 
 
+# resets (T, 2, 3): at the first step, mid-sequence, back to back, at a sequence's last valid step and on
+# padding (sequence [0, 2] has length 3, [1, 0] length 1)
+RESETS = np.zeros((T, 2, 3), bool)
+RESETS[0, 0, 0] = RESETS[2, 0, 0] = RESETS[3, 0, 0] = RESETS[2, 0, 2] = RESETS[4, 0, 2] = True
+RESETS[1, 1, 0] = RESETS[5, 1, 1] = RESETS[3, 1, 2] = RESETS[4, 1, 2] = True
+
+
 @pytest.mark.parametrize("name, reverse, with_lengths", CASES)
 def test_fused_equals_reference_float64(name, reverse, with_lengths):
+    # with lengths also with resets (episode boundaries), which the kernels take on the fused path
     cell = CELLS[name]
     params = _params(cell, F64)
     xs, carry = _data(cell, params, (2, 3), F64)
     lengths = jnp.array([[6, 0, 3], [1, 5, 6]]) if with_lengths else None
-    got = _value_and_grads(cell, params, xs, carry, lengths, reverse=reverse, fused=True)
-    want = _value_and_grads(cell, params, xs, carry, lengths, reverse=reverse, fused=False)
+    resets = jnp.asarray(RESETS) if with_lengths else None
+    got = _value_and_grads(cell, params, xs, carry, lengths, reverse=reverse, fused=True, resets=resets)
+    want = _value_and_grads(cell, params, xs, carry, lengths, reverse=reverse, fused=False, resets=resets)
     _close(got, want, 1e-10)
-    assert _uses_kernel(cell, params, xs, lengths=lengths, reverse=reverse)
+    assert _uses_kernel(cell, params, xs, lengths=lengths, reverse=reverse, resets=resets)
 
 
 @pytest.mark.parametrize("name", FUSED)
@@ -174,10 +186,11 @@ def test_forward_mode_and_second_order(name):
     params = _params(cell, F64)
     xs, carry = _data(cell, params, (2,), F64)
     lengths = jnp.array([6, 4])
+    resets = jnp.zeros((T, 2), bool).at[2, 0].set(True).at[3, 1].set(True)
     tangent = jax.tree.map(jnp.ones_like, params)
 
     def f(fused, p):
-        return _loss(cell, p, xs, carry, lengths, reverse=False, fused=fused)
+        return _loss(cell, p, xs, carry, lengths, reverse=False, fused=fused, resets=resets)
 
     # jvp (and linearize, which HF and jacfwd use) with respect to the params
     want = jax.jvp(functools.partial(f, False), (params,), (tangent,))
@@ -341,8 +354,8 @@ def test_transforms_and_reference_options_fall_back():
     xs, _ = _data(cell, params, (2,), F32)
     resets = jnp.zeros((T, 2), bool).at[3, 0].set(True)
     assert _uses_kernel(cell, params, xs)
+    assert _uses_kernel(cell, params, xs, resets=resets)
     assert not _uses_kernel(cell, params, xs, fused=False)
-    assert not _uses_kernel(cell, params, xs, resets=resets)
     assert not _uses_kernel(cell, params, xs, remat=True)
     assert not _uses_kernel(jr.recurrent_dropout(cell, 0.1, jax.random.PRNGKey(0)), params, xs)
     assert not _uses_kernel(jr.truncate(cell, jr.truncation.every(2, T)), params, xs)

@@ -64,13 +64,21 @@ def _np_lru(p, s, x):
     return (h.real, h.imag, y), y
 
 
-def _np_unroll(step, params, xs, s0, lengths=None, reverse=False):
+def _np_unroll(step, params, xs, s0, lengths=None, reverse=False, resets=None):
+    """The loop; ``resets[t]`` on a valid step starts a segment at step ``t`` from zeros (the cells'
+    initial carry), so in reverse the carry is zeroed before step ``t`` when ``resets[t + 1]``."""
     p = {k: np.asarray(v) for k, v in params.items()}
     xs = np.asarray(xs)
     T = xs.shape[0]
     L = np.full(xs.shape[1:-1], T) if lengths is None else np.asarray(lengths)
     s, ys = tuple(np.asarray(c) for c in s0), [None] * T
     for t in reversed(range(T)) if reverse else range(T):
+        if resets is not None:
+            r = np.asarray(resets)
+            cut = (
+                (r[t + 1] & (t + 1 < L) if t + 1 < T else np.zeros_like(r[0])) if reverse else r[t] & (t < L)
+            )
+            s = tuple(np.where(cut[..., None], 0.0, c) for c in s)
         new, y = step(p, s, xs[t])
         v = (t < L)[..., None]
         s = tuple(np.where(v, n, o) for n, o in zip(new, s))
@@ -103,16 +111,16 @@ def _carry_tuple(carry):
     return tuple(carry) if isinstance(carry, LRUCarry) else (carry,)
 
 
-def _run_eager(cell, params, xs, carry, lengths, *, reverse, fused):
-    return jr.unroll(cell, params, xs, carry, lengths=lengths, reverse=reverse, fused=fused)
+def _run_eager(cell, params, xs, carry, lengths, *, reverse, fused, resets=None):
+    return jr.unroll(cell, params, xs, carry, lengths=lengths, reverse=reverse, fused=fused, resets=resets)
 
 
 _run = jax.jit(_run_eager, static_argnames=("cell", "reverse", "fused"))
 
 
-def _loss(cell, params, xs, carry, lengths, reverse, fused, run=_run):
+def _loss(cell, params, xs, carry, lengths, reverse, fused, run=_run, resets=None):
     """A scalar of all outputs and the final carry, and ``(final, ys)`` as aux."""
-    final, ys = run(cell, params, xs, carry, lengths, reverse=reverse, fused=fused)
+    final, ys = run(cell, params, xs, carry, lengths, reverse=reverse, fused=fused, resets=resets)
     w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
     loss = jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(jnp.sin(f)) for f in jax.tree.leaves(final))
     return loss, (final, ys)
@@ -122,20 +130,25 @@ def _close(a, b, **tol):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), **tol), a, b)
 
 
-# (batch shape, lengths, reverse): 0/1/2 batch dims, lengths including 0 and T, both directions
+# (batch shape, lengths, reverse, resets): 0/1/2 batch dims, lengths including 0 and T, both
+# directions, resets (episode starts) at the first step, mid-sequence, on padding and back to back
 T_SMALL = 9
+RESETS_1 = [[True, False, False], [False, False, True], [False, True, False], [False, True, True]]
+RESETS_2 = [[[False, True], [False, False]], [[True, False], [False, True]], [[False, True], [True, True]]]
 CASES = {
-    "batch_lengths": ((3,), [0, T_SMALL, 4], False),
-    "batch2_lengths_rev": ((2, 2), [[1, T_SMALL], [0, 6]], True),
+    "batch_lengths": ((3,), [0, T_SMALL, 4], False, None),
+    "batch2_lengths_rev": ((2, 2), [[1, T_SMALL], [0, 6]], True, None),
+    "batch_resets": ((3,), [0, T_SMALL, 4], False, RESETS_1 + [[False] * 3] * (T_SMALL - 4)),
+    "batch2_resets_rev": ((2, 2), [[1, T_SMALL], [0, 6]], True, RESETS_2 * 3),
 }
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse"))
-def _fused_and_reference(cell, params, xs, carry, lengths, reverse):
+def _fused_and_reference(cell, params, xs, carry, lengths, reverse, resets=None):
     """Outputs and gradients (w.r.t. params, xs, carry) of the kernel path and the reference scan."""
     both = [
         jax.grad(_loss, argnums=(1, 2, 3), has_aux=True)(
-            cell, params, xs, carry, lengths, reverse, fused, run=_run_eager
+            cell, params, xs, carry, lengths, reverse, fused, run=_run_eager, resets=resets
         )
         for fused in (True, False)
     ]
@@ -149,17 +162,23 @@ KERNEL_CASES = [
     ("min_lstm_plain", "batch2_lengths_rev"),
     ("lru", "batch_lengths"),
     ("lru", "batch2_lengths_rev"),
+    # resets: folded into the scan's coefficients (a second log-space scan for a nonzero reset state)
+    ("min_gru", "batch_resets"),
+    ("min_gru_plain", "batch2_resets_rev"),
+    ("min_lstm", "batch2_resets_rev"),
+    ("lru", "batch_resets"),
 ]
 
 
 @pytest.mark.parametrize(("name", "case"), KERNEL_CASES)
 def test_kernel_equals_sequential_and_numpy_float64(name, case):
     cell, np_step = CELLS[name]
-    batch, lengths, reverse = CASES[case]
+    batch, lengths, reverse, resets = CASES[case]
     params, xs, carry = _setup(cell, T_SMALL, batch, F64)
     lengths = None if lengths is None else jnp.asarray(lengths)
-    (fused, ref), (g_fused, g_ref) = _fused_and_reference(cell, params, xs, carry, lengths, reverse)
-    np_final, np_ys = _np_unroll(np_step, params, xs, _carry_tuple(carry), lengths, reverse)
+    resets = None if resets is None else jnp.asarray(resets)
+    (fused, ref), (g_fused, g_ref) = _fused_and_reference(cell, params, xs, carry, lengths, reverse, resets)
+    np_final, np_ys = _np_unroll(np_step, params, xs, _carry_tuple(carry), lengths, reverse, resets)
     tol = dict(rtol=1e-10, atol=1e-10)
     _close(fused, ref, **tol)
     _close(_carry_tuple(fused[0]), np_final, **tol)
@@ -182,7 +201,12 @@ def test_the_kernel_is_a_parallel_scan_and_the_reference_a_sequential_one():
     for cell, _ in CELLS.values():
         params = jax.eval_shape(lambda k, c=cell: c.init(k, I), jax.random.PRNGKey(0))
         xs = jax.ShapeDtypeStruct((4, 2, I), F32)
+        resets = jax.ShapeDtypeStruct((4, 2), jnp.bool_)
         fused = str(jax.make_jaxpr(functools.partial(jr.unroll, cell))(params, xs))
+        with_resets = str(
+            jax.make_jaxpr(lambda p, x, r, c=cell: jr.unroll(c, p, x, resets=r))(params, xs, resets)
+        )
+        assert " scan[" not in with_resets and "while[" not in with_resets, cell.name
         ref = str(jax.make_jaxpr(functools.partial(jr.unroll, cell, fused=False))(params, xs))
         assert " scan[" not in fused and "while[" not in fused, cell.name
         assert " scan[" in ref, cell.name
@@ -249,13 +273,17 @@ def test_linear_scan_equals_a_loop(kind, reverse):
 # transforms and diagnostics
 
 
-@pytest.mark.parametrize("name", ["lru"])
+@pytest.mark.parametrize("name", ["lru", "min_gru"])
 def test_learned_initial_state_uses_the_kernel_and_equals_the_reference(name):
+    # resets go back to the learned state: min_gru's log-space scan adds r0 * prod(a since the reset)
     cell = jr.learned_initial_state(CELLS[name][0], init=jr.initialisers.normal(0.5))
     params, xs, _ = _setup(cell, 6, (2,), F64)
     lengths = jnp.array([6, 2])
+    resets = jnp.array(
+        [[False, False], [True, False], [False, True], [True, False], [True, True], [False, True]]
+    )
     assert cell.kernel is not None and cell.kernel == CELLS[name][0].kernel
-    outs, (g_fused, g_ref) = _fused_and_reference(cell, params, xs, None, lengths, False)
+    outs, (g_fused, g_ref) = _fused_and_reference(cell, params, xs, None, lengths, False, resets)
     _close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
     _close(g_fused, g_ref, rtol=1e-10, atol=1e-12)
     s0 = jax.tree.leaves(g_fused[0]["initial_carry"])

@@ -73,9 +73,16 @@ class SequenceKernel(NamedTuple):
     the carry after each sequence's last valid step (the initial carry for length 0), in the carry's
     dtype. Returning ``None`` declines (an option it does not support): ``unroll`` then runs its
     reference scan. It must equal that scan in values and derivatives.
+
+    ``resets=True`` says that ``apply`` also takes ``resets`` and ``reset_carry`` keywords, which
+    ``unroll`` passes when the call has resets: ``resets (T, *batch)`` booleans in processing order
+    (already shifted for ``reverse`` and cleared on padding), ``True`` where the state is replaced by
+    ``reset_carry`` (``cell.initial_carry(params, batch_shape)``) before the step. A kernel without it
+    is not used for calls with resets.
     """
 
     apply: Callable
+    resets: bool = False
 
 
 class RecurrentForm(NamedTuple):

@@ -114,7 +114,7 @@ def _build_gru(hidden_size, reset_after, kernel_init, recurrent_init, bias_init)
         affine_input,
         lambda params, h, px: recur_masked(params, h, px, None),
         _identity,
-        kernel=SequenceKernel(gru_kernel(reset_after=reset_after)),
+        kernel=SequenceKernel(gru_kernel(reset_after=reset_after), resets=True),
         masked_recur=recur_masked,
     )
 

@@ -122,7 +122,7 @@ def _build_lstm(hidden_size, forget_bias, peepholes, kernel_init, recurrent_init
         affine_input,
         lambda params, state, px: masked_recur(params, state, px, None),
         _output_h,
-        kernel=SequenceKernel(lstm_kernel(LSTMCarry, peepholes=peepholes)),
+        kernel=SequenceKernel(lstm_kernel(LSTMCarry, peepholes=peepholes), resets=True),
         masked_recur=masked_recur,
     )
 

@@ -117,29 +117,60 @@ def _compute_dtype(*dtypes):
     return jnp.result_type(jnp.float32, *dtypes)
 
 
+def _reset_mask(resets, ndim: int):
+    """``(T, *batch, 1...)`` booleans broadcasting against ``(T, *batch, H)``, or None."""
+    return None if resets is None else resets.reshape(resets.shape + (1,) * (ndim - resets.ndim))
+
+
+# a log-coefficient whose exp is exactly 0 in float32 and float64 and whose sums over any length stay
+# finite (a reset's log a: the carry before it is forgotten)
+_LOG_ZERO = -1e4
+
+
 def _gated_kernel(coefficients, log_coefficients):
     """The parallel scan of a gated cell whose ``px = _project(params, x)`` gives ``(a, b)`` (or their
     logs) elementwise.
 
     ``coefficients(px) -> (a, b)`` in linear space; ``log_coefficients(px) -> (log a, log b)`` or None.
+
+    Resets are folded into the coefficients, so the scan stays associative: a step ``t`` that starts
+    from the reset state ``r0`` is ``h_t = a_t r0 + b_t``, i.e. the pair ``(0, a_t r0 + b_t)``. In log
+    space (where ``b > 0`` but ``r0`` has any sign) the pair is ``(log 0, log b_t)`` and the ``r0`` term
+    is added afterwards: ``r0 P_t``, with ``P_t = prod a_s`` over the steps since the last reset (0
+    before the first), a second log-space scan of the pairs ``(log 0, log a_t)`` at resets and
+    ``(log a_t, log 0)`` elsewhere.
     """
 
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1):  # no loop to unroll
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None):  # no loop
         px = _project(params, xs)
         dt = _compute_dtype(px.dtype, carry.dtype)
         px = px.astype(dt)
         h0 = carry.astype(dt)
         T = px.shape[0]
+        valid = _valid_mask(lengths, T, px.ndim)
+        reset = _reset_mask(resets, px.ndim)
         if log_coefficients is not None:
             la, lb = log_coefficients(px)
-            valid = _valid_mask(lengths, T, la.ndim)
+            tiny = jnp.full_like(lb, jnp.finfo(dt).min / 4)  # log b = "-inf" (b = 0)
+            since = None
+            if reset is not None:  # P_t: log a since the last reset, from a scan with b = a at resets
+                la_p = jnp.where(reset, _LOG_ZERO, la)
+                lb_p = jnp.where(reset, la, tiny)
+                la = la_p
             if valid is not None:  # padding is the identity (a, b) = (1, 0): log a = 0, log b = "-inf"
                 la = jnp.where(valid, la, jnp.zeros_like(la))
-                lb = jnp.where(valid, lb, jnp.full_like(lb, jnp.finfo(dt).min / 4))
+                lb = jnp.where(valid, lb, tiny)
             states = linear_scan(la, lb, h0, reverse=reverse, log_space=True)
+            if reset is not None:
+                if valid is not None:
+                    lb_p = jnp.where(valid, lb_p, tiny)
+                since = linear_scan(la, lb_p, jnp.zeros_like(h0), reverse=reverse, log_space=True)
+                states = states + since * reset_carry.astype(dt)
         else:
             a, b = coefficients(px)
-            valid = _valid_mask(lengths, T, a.ndim)
+            if reset is not None:
+                b = jnp.where(reset, a * reset_carry.astype(dt) + b, b)
+                a = jnp.where(reset, jnp.zeros_like(a), a)
             if valid is not None:
                 a = jnp.where(valid, a, jnp.ones_like(a))
                 b = jnp.where(valid, b, jnp.zeros_like(b))
@@ -247,7 +278,9 @@ def _build_min_gru(hidden_size, log_space, kernel_init, bias_init) -> CellFns:
         _project,
         recur,
         _identity,
-        kernel=SequenceKernel(_gated_kernel(coefficients, log_coefficients if log_space else None)),
+        kernel=SequenceKernel(
+            _gated_kernel(coefficients, log_coefficients if log_space else None), resets=True
+        ),
     )
 
 
@@ -312,7 +345,9 @@ def _build_min_lstm(hidden_size, log_space, kernel_init, bias_init) -> CellFns:
         _project,
         recur,
         _identity,
-        kernel=SequenceKernel(_gated_kernel(coefficients, log_coefficients if log_space else None)),
+        kernel=SequenceKernel(
+            _gated_kernel(coefficients, log_coefficients if log_space else None), resets=True
+        ),
     )
 
 
@@ -440,7 +475,7 @@ def _build_lru(hidden_size, r_min, r_max, max_phase) -> CellFns:
         im = l_re * s.im + l_im * s.re + u_im
         return LRUCarry(re, im, readout(params, re, im, dx))
 
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1):  # no loop to unroll
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None):  # no loop
         u_re, u_im, dx = project(params, xs)
         dt = _compute_dtype(u_re.dtype, carry.re.dtype)
         cdt = jnp.result_type(dt, jnp.complex64)
@@ -448,6 +483,11 @@ def _build_lru(hidden_size, r_min, r_max, max_phase) -> CellFns:
         lam = jax.lax.complex(l_re.astype(dt), l_im.astype(dt)).astype(cdt)
         u = jax.lax.complex(u_re.astype(dt), u_im.astype(dt)).astype(cdt)
         a = jnp.broadcast_to(lam, u.shape)
+        reset = _reset_mask(resets, u.ndim)
+        if reset is not None:  # a step from the reset state r0: the pair (0, lambda r0 + u_t)
+            r0 = jax.lax.complex(reset_carry.re.astype(dt), reset_carry.im.astype(dt)).astype(cdt)
+            u = jnp.where(reset, a * r0 + u, u)
+            a = jnp.where(reset, jnp.zeros_like(a), a)
         valid = _valid_mask(lengths, u.shape[0], u.ndim)
         if valid is not None:
             a = jnp.where(valid, a, jnp.ones_like(a))
@@ -474,5 +514,5 @@ def _build_lru(hidden_size, r_min, r_max, max_phase) -> CellFns:
         recur,
         _output_y,
         input_size=lambda params: params["B_re"].shape[0],
-        kernel=SequenceKernel(apply),
+        kernel=SequenceKernel(apply, resets=True),
     )

@@ -97,7 +97,7 @@ def _build_elman(hidden_size, activation, kernel_init, recurrent_init, bias_init
         affine_input,
         recur,
         _identity,
-        kernel=SequenceKernel(elman_kernel(f)),
+        kernel=SequenceKernel(elman_kernel(f), resets=True),
         form=RecurrentForm("elman", f),
         masked_recur=masked_recur,
     )

@@ -31,8 +31,10 @@ transposes of the hoisted products are ONE matrix product each for ``dW_hh = h^T
 mode: ``jax.jvp``, ``jax.linearize``, ``jax.jacfwd``, Hessian-vector products and
 :func:`jaxrnn.hessian_free` (which linearises the user's forward pass) work on the fused path.
 
-Masking (``lengths``) and ``reverse`` are the reference scan's: a padding step leaves the state (and
-its tangent) unchanged, so a reversed scan starts each sequence at its own last valid step.
+Masking (``lengths``), ``resets`` and ``reverse`` are the reference scan's: a padding step leaves the
+state (and its tangent) unchanged, so a reversed scan starts each sequence at its own last valid step;
+a reset replaces the state (and its tangent) by the reset state's before the step, a select per step
+in both scans, so resets cost the fused path almost nothing.
 
 What a kernel declines (``None``: :func:`jaxrnn.unroll` runs the reference scan, and a debug message
 is logged once per reason on the ``"jaxrnn.kernels"`` logger): weights and carry of a dtype other than
@@ -111,16 +113,28 @@ def _project(w, x):
     return x @ w["W_xh"] + w["b"]
 
 
-def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = False, unroll: int = 1):
+def fused_scan(
+    spec: FusedSpec,
+    w: dict,
+    s0,
+    xs,
+    valid=None,
+    *,
+    resets=None,
+    reset_carry=None,
+    reverse: bool = False,
+    unroll: int = 1,
+):
     """All states of ``s_t = spec.forward(w, s_{t-1}, x_t @ W_xh + b)``, with a fused derivative.
 
     In plain Python (``reverse=False``)::
 
-        def fused_scan(spec, w, s0, xs, valid=None):
+        def fused_scan(spec, w, s0, xs, valid=None, resets=None, reset_carry=None):
             s, states = s0, []
             for t in range(len(xs)):
-                new = spec.forward(w, s, xs[t] @ w["W_xh"] + w["b"])
-                s = new if valid is None else where(valid[t], new, s)   # per sequence
+                s_in = s if resets is None else where(resets[t], reset_carry, s)   # per sequence
+                new = spec.forward(w, s_in, xs[t] @ w["W_xh"] + w["b"])
+                s = new if valid is None else where(valid[t], new, s)
                 states.append(s)
             return stack(states)
 
@@ -139,6 +153,11 @@ def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = 
       s0: the initial carry, leaves ``(*batch, k)``.
       xs: ``(T, *batch, I)``.
       valid: ``None`` or booleans ``(T, *batch)``; ``False`` leaves the state unchanged at that step.
+      resets: ``None`` or booleans ``(T, *batch)``; ``True`` replaces the state by ``reset_carry``
+        before that step (in processing order: with ``reverse=True``, before step ``t`` of the
+        backward pass). The tangent is reset to ``reset_carry``'s tangent there, so a learned reset
+        state gets its gradient.
+      reset_carry: the state a reset starts from, a pytree like ``s0`` (required with ``resets``).
       reverse, unroll: as in ``jax.lax.scan``.
 
     Returns:
@@ -146,8 +165,8 @@ def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = 
 
     Raises:
       TypeError / ValueError before tracing: ``spec`` not a :class:`FusedSpec`, ``w`` without
-      ``W_xh``/``b``/``W_hh``, ``xs`` of rank < 2 or with the wrong feature size, ``valid`` not shaped
-      ``(T, *batch)``.
+      ``W_xh``/``b``/``W_hh``, ``xs`` of rank < 2 or with the wrong feature size, ``valid`` or
+      ``resets`` not shaped ``(T, *batch)``, ``resets`` without ``reset_carry``.
     """
     fn = "fused_scan"
     if not isinstance(spec, FusedSpec):
@@ -160,38 +179,47 @@ def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = 
             f"{fn}: xs must have shape (T, *batch, {jnp.shape(w['W_xh'])[0]}) for W_xh of shape "
             f"{tuple(jnp.shape(w['W_xh']))}; got {tuple(jnp.shape(xs))}"
         )
-    if valid is not None and tuple(jnp.shape(valid)) != tuple(jnp.shape(xs)[:-1]):
-        raise ValueError(
-            f"{fn}: valid must have shape (T, *batch) = {tuple(jnp.shape(xs)[:-1])}; "
-            f"got {tuple(jnp.shape(valid))}"
-        )
+    for name, mask in (("valid", valid), ("resets", resets)):
+        if mask is not None and tuple(jnp.shape(mask)) != tuple(jnp.shape(xs)[:-1]):
+            raise ValueError(
+                f"{fn}: {name} must have shape (T, *batch) = {tuple(jnp.shape(xs)[:-1])}; "
+                f"got {tuple(jnp.shape(mask))}"
+            )
+    if resets is not None and reset_carry is None:
+        raise ValueError(f"{fn}: resets need reset_carry, the state a reset starts from (like s0)")
+    if resets is None:
+        reset_carry = None
 
     def scan(body, init, seq):
         return jax.lax.scan(body, init, seq, reverse=reverse, unroll=unroll)[1]
 
+    def start(s, r0, reset_t):
+        """The state a step starts from: ``r0`` where the sequence resets, else ``s``."""
+        return s if reset_t is None else _where(reset_t, r0, s)
+
     @jax.custom_jvp
-    def run(w, s0, xs, valid):
+    def run(w, s0, xs, valid, resets, r0):
         def body(s, inp):
-            x_t, v_t = inp
-            new = spec.forward(w, s, _project(w, x_t))
+            x_t, v_t, reset_t = inp
+            new = spec.forward(w, start(s, r0, reset_t), _project(w, x_t))
             new = new if v_t is None else _where(v_t, new, s)
             return new, new
 
-        return scan(body, s0, (xs, valid))
+        return scan(body, s0, (xs, valid, resets))
 
     def run_jvp(primals, tangents):
-        w, s0, xs, valid = primals
-        dw, ds0, dxs, _ = tangents
+        w, s0, xs, valid, resets, r0 = primals
+        dw, ds0, dxs, _, _, dr0 = tangents
         dw = {k: (None if _is_zero(v) else v) for k, v in dw.items()}
         W = w["W_hh"]
 
         def body(s, inp):
-            x_t, v_t = inp
-            new, coef = spec.linearise(w, s, _project(w, x_t))
+            x_t, v_t, reset_t = inp
+            new, coef = spec.linearise(w, start(s, r0, reset_t), _project(w, x_t))
             new = new if v_t is None else _where(v_t, new, s)
             return new, (new, coef)
 
-        states, coefs = scan(body, s0, (xs, valid))
+        states, coefs = scan(body, s0, (xs, valid, resets))
         # the tangent terms that do not depend on the previous tangent, for all steps at once (the
         # transposes of these products are the xs^T @ dA, dA @ W_xh^T and h^T @ dA products of BPTT)
         dpx = _sum(
@@ -203,23 +231,29 @@ def fused_scan(spec: FusedSpec, w: dict, s0, xs, valid=None, *, reverse: bool = 
             dpx = jnp.broadcast_to(dpx, xs.shape[:-1] + dpx.shape[-1:])
         drec = None
         if dw["W_hh"] is not None:  # one (T * B, H) @ (H, G*H) product for every step's h_{t-1} @ dW
-            drec = spec.lhs(_previous(s0, states, reverse)) @ dw["W_hh"]
+            prev = _previous(s0, states, reverse)
+            if resets is not None:
+                prev = _where(resets, jax.tree.map(lambda r, p: jnp.broadcast_to(r, p.shape), r0, prev), prev)
+            drec = spec.lhs(prev) @ dw["W_hh"]
         extras = {k: v for k, v in dw.items() if k not in ("W_xh", "b", "W_hh")}
         e = spec.drive(coefs, dpx, drec, extras)
-        ds0 = jax.tree.map(lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t, ds0, s0)
+        zeros_if_none = lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t  # noqa: E731
+        ds0 = jax.tree.map(zeros_if_none, ds0, s0)
+        dr0 = None if r0 is None else jax.tree.map(zeros_if_none, dr0, r0)
 
         def tangent(ds, inp):
-            e_t, coef_t, v_t = inp
-            m = coef_t["rec"] * (spec.lhs(ds) @ W)
+            e_t, coef_t, v_t, reset_t = inp
+            ds_in = start(ds, dr0, reset_t)
+            m = coef_t["rec"] * (spec.lhs(ds_in) @ W)
             m = m if e_t is None else m + e_t
-            new = spec.combine(coef_t, ds, m)
+            new = spec.combine(coef_t, ds_in, m)
             new = new if v_t is None else _where(v_t, new, ds)
             return new, new
 
-        return states, scan(tangent, ds0, (e, coefs, valid))
+        return states, scan(tangent, ds0, (e, coefs, valid, resets))
 
     run.defjvp(run_jvp, symbolic_zeros=True)
-    return run(w, s0, xs, valid)
+    return run(w, s0, xs, valid, resets, reset_carry)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,9 +407,11 @@ def _dtype_reason(w: dict, carry, xs) -> str | None:
 
 
 def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callable:
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1) -> Any:
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None) -> Any:
         w = {k: params[k] for k in ("W_xh", "b", *weight_keys)}
         reason = _dtype_reason(w, carry, xs)
+        if reason is None and resets is not None:
+            reason = _dtype_reason(w, reset_carry, xs)
         if reason is not None:
             _decline(name, reason)
             return None
@@ -384,14 +420,16 @@ def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callabl
         if lengths is not None:
             T = xs.shape[0]
             valid = jnp.arange(T).reshape((T,) + (1,) * jnp.ndim(lengths)) < lengths
-        states = fused_scan(spec, w, carry, xs, valid, reverse=reverse, unroll=unroll)
+        states = fused_scan(
+            spec, w, carry, xs, valid, resets=resets, reset_carry=reset_carry, reverse=reverse, unroll=unroll
+        )
         return jax.tree.map(lambda s: s[0] if reverse else s[-1], states), states
 
     return apply
 
 
 def _declining(name: str, reason: str) -> Callable:
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1):
+    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None):
         _decline(name, reason)
 
     return apply
