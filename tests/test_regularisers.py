@@ -217,24 +217,23 @@ def test_resets_make_each_segment_a_sequence_of_its_own(name):
     w = jax.random.normal(jax.random.PRNGKey(3), (7, 1, H), F64)
     resets = np.zeros((7, 1), bool)
     resets[3] = True
-    packed = pascanu(cell, params, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w), resets=resets)
-    # the segments [0, 3) and [3, 7) side by side, the first padded to 4 steps
+    # compiled (not dispatched op by op): the packed sequence, its segments side by side ([0, 3) and
+    # [3, 7), the first padded to 4 steps), and no reset; values and gradients
     split_x = jnp.concatenate([jnp.pad(xs[:3], ((0, 1), (0, 0), (0, 0))), xs[3:]], axis=1)
     split_w = jnp.concatenate([jnp.pad(w[:3], ((0, 1), (0, 0), (0, 0))), w[3:]], axis=1)
     lengths = np.array([3, 4], np.int32)
-    split = pascanu(cell, params, split_x, lambda ys: jnp.sum(jnp.tanh(ys) * split_w), lengths=lengths)
+
+    @jax.jit
+    def omegas(p):
+        packed = pascanu(cell, p, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w), resets=resets)
+        split = pascanu(cell, p, split_x, lambda ys: jnp.sum(jnp.tanh(ys) * split_w), lengths=lengths)
+        return packed, split, pascanu(cell, p, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w))
+
+    packed, split, nothing = omegas(params)
     np.testing.assert_allclose(packed, split, rtol=1e-10)
-    nothing = pascanu(cell, params, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w))
     assert abs(float(nothing) - float(packed)) > 1e-6  # the reset matters
-    g_packed = jax.grad(lambda p: pascanu(cell, p, xs, lambda ys: jnp.sum(jnp.tanh(ys) * w), resets=resets))
-    g_split = jax.grad(
-        lambda p: pascanu(cell, p, split_x, lambda ys: jnp.sum(jnp.tanh(ys) * split_w), lengths=lengths)
-    )
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
-        g_packed(params),
-        g_split(params),
-    )
+    g_packed, g_split = jax.jit(jax.jacrev(lambda p: omegas(p)[:2]))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), g_packed, g_split)
 
 
 def test_time_axis_gives_the_loss_ys_in_the_callers_layout():

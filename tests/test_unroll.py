@@ -365,7 +365,8 @@ def test_project_once_equals_stepping():
 # 2. gradients
 
 
-@pytest.mark.parametrize("name,reverse", [("lstm", False), ("gru", True)])  # each compiles ~13 times
+# each compiles ~13 times; with lengths and resets on the fused kernels (test_kernels checks the Elman one)
+@pytest.mark.parametrize("name,reverse", [("lstm", False), ("gru", True)])
 def test_check_grads_float64(name, reverse):
     cell = CELLS[name]
     n, nb = 4, 3
@@ -379,6 +380,7 @@ def test_check_grads_float64(name, reverse):
     def f(params, xs, carry):
         return jr.unroll(cell, params, xs, carry, lengths=lengths, resets=resets, reverse=reverse)
 
+    assert "custom_jvp_call" in str(jax.make_jaxpr(f)(params, xs, carry))  # the fused kernel
     check_grads(f, (params, xs, carry), order=2, modes=("fwd", "rev"))
 
 
