@@ -6,6 +6,7 @@ One command::
     python -m experiments.bench --quick              # fewer warm-up calls, shapes S and L (a 2-core CPU)
     python -m experiments.bench --memory --parallel --json runs/bench.json
     python -m experiments.bench --no-speed --resets 0.1     # episode boundaries on the fused path
+    python -m experiments.bench --no-speed --newton         # Newton's method parallel in time
 
 The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
 ``--shapes Q``, an unknown option) is one line ``error: argument --repeats: must be >= 1; got 0 (see
@@ -64,6 +65,11 @@ sequential ``jr.lstm`` of the same width (its fused kernel and its reference sca
 path, against the same call without resets and against the reference ``lax.scan`` with the same resets
 (the fused path and the reference are checked to agree first). Target (issue 17): fused with resets
 within 15% of no resets.
+
+``--newton``: :func:`jaxrnn.parallel_newton` (Newton's method parallel in time, full and diagonal
+Jacobians) against the sequential fused scan, LSTM and GRU at B8 D32 H32 and T = 128, 1024 (median ms,
+iterations, the largest difference of the outputs), and the iterations an Elman RNN (H16, T = 256)
+needs to converge as its recurrent gain grows from contracting (0.5) to chaotic (4).
 
 Targets (issue 5; ratios measured in one run): on CPU, LSTM and GRU ``fwdbwd`` at least 2x faster than
 Flax at S, M and L (``jaxrnn / flax <= 0.5``) and no slower than torch's CPU ``nn.LSTM`` / ``nn.GRU``
@@ -590,6 +596,68 @@ def resets_section(cfg, log) -> list:
     return out
 
 
+def newton_section(cfg, log) -> tuple[list, list]:
+    """Newton's method parallel in time (:func:`jaxrnn.parallel_newton`, DEER full Jacobians and
+    quasi-DEER diagonal ones) against the sequential fused scan, and its iterations to converge on an
+    Elman RNN as the recurrent gain grows from contracting to chaotic."""
+    B, D, H = cfg.newton_batch, 32, cfg.newton_width
+    rows, convergence = [], []
+    for T in cfg.newton_T:
+        k_p, k_x, k_c = jax.random.split(jax.random.PRNGKey(T), 3)
+        xs = jax.random.normal(k_x, (T, B, D), DTYPE)
+        ct = jax.random.normal(k_c, (T, B, H), DTYPE)
+        for kind in cfg.cells:
+            cell = CELLS[kind](H)
+            params = _params(kind, k_p, D, H)
+            impls = {"sequential": _unroll_impl(cell, params, xs, ct)}
+            info = {}
+            for jac in ("full", "diagonal"):
+                kw = dict(jacobian=jac)
+                impls[f"newton_{jac}"] = _jax_impl(
+                    lambda p, x, c=cell, kw=kw: _newton_apply(c, p, x, **kw), (params, xs), ct
+                )
+                info[jac] = jax.jit(lambda p, x, c=cell, kw=kw: jr.parallel_newton(c, p, x, **kw)[2])(
+                    params, xs
+                )
+            ys0 = impls["sequential"]["fwd"]()[0]
+            for mode in cfg.modes:
+                timed = _time_many(
+                    {n: (i[mode], i["sync"]) for n, i in impls.items()}, cfg.warmup, cfg.repeats
+                )
+                for name, r in timed.items():
+                    jac = name.removeprefix("newton_") if name != "sequential" else None
+                    r.update(cell=kind, T=T, B=B, D=D, H=H, mode=mode, impl=name)
+                    if jac:
+                        r["iterations"] = int(info[jac].iterations)
+                        r["converged"] = bool(info[jac].converged)
+                        r["max_abs_diff"] = float(jnp.max(jnp.abs(impls[name]["fwd"]()[0] - ys0)))
+                    rows.append(r)
+                    log(f"  newton T={T} {kind} {mode} {name}: {r['median_ms']:.2f} ms")
+    # convergence against the recurrent gain: orthogonal W_hh times g (spectral radius g)
+    cell = jr.elman(16)
+    T = cfg.newton_convergence_T
+    params = cell.init(jax.random.PRNGKey(0), 4, DTYPE)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, 4), DTYPE)
+    for gain in cfg.newton_gains:
+        p = {**params, "W_hh": gain * params["W_hh"]}
+        lyap = float(jr.lyapunov_spectrum(cell, p, xs, k=1)[0])
+        row = {"cell": "elman", "H": 16, "T": T, "gain": gain, "lyapunov_max": lyap}
+        for jac in ("full", "diagonal"):
+            info = jax.jit(
+                lambda p, j=jac: jr.parallel_newton(cell, p, xs, jacobian=j, max_iters=T, fallback=False)[2]
+            )(p)
+            row[f"iterations_{jac}"] = int(info.iterations)
+            row[f"converged_{jac}"] = bool(info.converged)
+        convergence.append(row)
+        log(f"  newton convergence gain {gain}: {row}")
+    return rows, convergence
+
+
+def _newton_apply(cell, params, xs, **kw):
+    final, ys, _ = jr.parallel_newton(cell, params, xs, **kw)
+    return ys, cell.output(final)
+
+
 # --------------------------------------------------------------------------------------------------
 # targets and tables
 
@@ -728,6 +796,37 @@ def report(result: dict) -> str:
         head = ["cell", "mode", "resets", "no resets", "resets, fused", "resets, reference scan"]
         head += ["fused / none", "reference / none", "fused vs reference max diff"]
         parts += [_table(head, body), ""]
+    if result.get("newton") is not None:
+        rows, conv = result["newton"], result["newton_convergence"]
+        parts += ["## Newton's method parallel in time (DEER: full Jacobians; quasi-DEER: diagonal)", ""]
+        body = [
+            [r["T"], r["cell"], r["mode"], r["impl"], _f(r["median_ms"], 2), r.get("iterations", "-"),
+             r.get("converged", "-"), f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-",
+             f"B{r['B']} D{r['D']} H{r['H']}"]
+            for r in rows
+        ]  # fmt: skip
+        head = [
+            "T",
+            "cell",
+            "mode",
+            "method",
+            "median ms",
+            "iterations",
+            "converged",
+            "max |ys - sequential|",
+        ]
+        parts += [_table([*head, "widths"], body), ""]
+        body = [
+            [r["gain"], f"{r['lyapunov_max']:.3f}", f"{r['iterations_full']} ({r['converged_full']})",
+             f"{r['iterations_diagonal']} ({r['converged_diagonal']})"]
+            for r in conv
+        ]  # fmt: skip
+        t_conv = conv[0]["T"] if conv else "-"
+        parts += [f"Iterations to converge (max T = {t_conv}), Elman H16, recurrent gain g x orthogonal:", ""]
+        parts += [
+            _table(["gain", "largest Lyapunov exponent", "full (converged)", "diagonal (converged)"], body)
+        ]
+        parts += [""]
     if result.get("parallel") is not None:
         parts += ["## Parallel-scan cells vs a sequential LSTM of the same width", ""]
         if result.get("parallel_note"):
@@ -770,6 +869,16 @@ def _ints(s: str) -> list[int]:
         out = []
     if not out or min(out) < 1:
         raise argparse.ArgumentTypeError(f"expected a comma list of positive ints; got {s!r}")
+    return out
+
+
+def _positive_floats(s: str) -> list[float]:
+    try:
+        out = [float(i) for i in s.split(",") if i.strip()]
+    except ValueError:
+        out = []
+    if not out or not all(0 < x < float("inf") for x in out):
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive finite numbers; got {s!r}")
     return out
 
 
@@ -846,6 +955,16 @@ def parser() -> runner.ArgumentParser:
         default="L",
         help="B, T, D, H of the resets section (default L)",
     )
+    p.add_argument("--newton", action="store_true", help="the parallel-Newton section (DEER, quasi-DEER)")
+    p.add_argument("--newton-T", type=_ints, default=[128, 1024], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--newton-convergence-T", type=runner.number(int, min=1), default=256, help=argparse.SUPPRESS
+    )
+    p.add_argument(
+        "--newton-gains", type=_positive_floats, default=[0.5, 1.0, 2.0, 4.0], help=argparse.SUPPRESS
+    )
+    p.add_argument("--newton-width", type=runner.number(int, min=1), default=32, help=argparse.SUPPRESS)
+    p.add_argument("--newton-batch", type=runner.number(int, min=1), default=8, help=argparse.SUPPRESS)
     p.add_argument("--no-speed", action="store_true", help="skip the main speed table")
     p.add_argument("--no-torch", action="store_true", help="do not import torch even if it is installed")
     p.add_argument(
@@ -921,6 +1040,8 @@ def run(argv=None) -> dict:
         result["parallel"], result["parallel_note"] = parallel_section(cfg, log)
     if cfg.resets is not None:
         result["resets"] = resets_section(cfg, log)
+    if cfg.newton:
+        result["newton"], result["newton_convergence"] = newton_section(cfg, log)
     meta["loadavg_after"] = _loadavg()
     result["markdown"] = report(result)
     if cfg.json:

@@ -32,20 +32,21 @@ gradients through ``cut``, or combine cells (a deep RNN's carry is the tuple of 
 keys, no masks), change values through ``cut``, or hide its data in closures (data are leaves).
 ``recurrent_dropout(c, rate, None)`` returns ``c`` itself.
 
-**What a consumer does** (:func:`unroll`, :func:`tbptt`, :func:`state_gradients`, :func:`gradient_flow`,
-:func:`pascanu`, the layers, the diagnostics): it supplies ``t``; the unrolling consumers apply ``cut``
-to the carry entering each step (so truncation changes gradients); the diagnostics step with ``recur``
-only (they describe the dynamics, so a truncated cell has its wrapped cell's Jacobians and exponents).
-Each takes every transform and composition, or raises an error naming what it cannot serve and why
-(``tests/test_composition.py`` holds the whole matrix to plain-loop references).
+**What a consumer does** (:func:`unroll`, :func:`parallel_newton`, :func:`tbptt`,
+:func:`state_gradients`, :func:`gradient_flow`, :func:`pascanu`, the layers, the diagnostics): it
+supplies ``t``; the unrolling consumers apply ``cut`` to the carry entering each step (so truncation
+changes gradients); the diagnostics step with ``recur`` only (they describe the dynamics, so a truncated
+cell has its wrapped cell's Jacobians and exponents). Each takes every transform and composition, or
+raises an error naming what it cannot serve and why (``tests/test_composition.py`` holds the whole
+matrix to plain-loop references).
 
 Modules: :mod:`jaxrnn.cells`, :mod:`jaxrnn.lds`, :mod:`jaxrnn.hmm`, :mod:`jaxrnn.softmax`,
 :mod:`jaxrnn.decoding`, :mod:`jaxrnn.renet`, :mod:`jaxrnn.activations`, :mod:`jaxrnn.initialisers`,
-:mod:`jaxrnn.unroll`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`, :mod:`jaxrnn.optim`,
-:mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`, :mod:`jaxrnn.interop`,
-:mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every module shares). The
-framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and :mod:`jaxrnn.eqx` (extra
-``equinox``) are imported on first use.
+:mod:`jaxrnn.unroll`, :mod:`jaxrnn.newton`, :mod:`jaxrnn.truncation`, :mod:`jaxrnn.regularisers`,
+:mod:`jaxrnn.optim`, :mod:`jaxrnn.losses`, :mod:`jaxrnn.second_order`, :mod:`jaxrnn.diagnostics`,
+:mod:`jaxrnn.interop`, :mod:`jaxrnn.kernels`, and :mod:`jaxrnn.validators` (the argument checks every
+module shares). The framework modules :mod:`jaxrnn.nnx`, :mod:`jaxrnn.linen` (extra ``flax``) and
+:mod:`jaxrnn.eqx` (extra ``equinox``) are imported on first use.
 """
 
 from jaxrnn import (
@@ -59,6 +60,7 @@ from jaxrnn import (
     kernels,
     lds,
     losses,
+    newton,
     optim,
     regularisers,
     second_order,
@@ -102,6 +104,7 @@ from jaxrnn.diagnostics import (
     spectral_radius,
     step_jacobians,
 )
+from jaxrnn.newton import parallel_newton
 from jaxrnn.regularisers import pascanu
 from jaxrnn.renet import ReNet, renet
 from jaxrnn.second_order import hessian_free
@@ -172,8 +175,10 @@ __all__ = [
     "min_lstm",
     "mrnn",
     "narx",
+    "newton",
     "np_rnn",
     "optim",
+    "parallel_newton",
     "pascanu",
     "recurrent_dropout",
     "regularisers",

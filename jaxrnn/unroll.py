@@ -18,6 +18,7 @@ from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
 from jaxrnn.cells.deep import init_in_sequence
 from jaxrnn.masking import expand, select
+from jaxrnn.newton import parallel_newton
 
 __all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "trajectory", "unroll"]
 
@@ -73,6 +74,7 @@ def unroll(
     probes=None,
     fused: bool = True,
     t0=0,
+    method: str = "sequential",
 ):
     """Run ``cell`` over a sequence with one ``jax.lax.scan``: ``(final_carry, ys)``.
 
@@ -147,6 +149,13 @@ def unroll(
         ints, default 0: for continuing a sequence chunk by chunk with a cell that reads the step index
         (``t0 = steps so far``), so that its truncation schedule and per-step dropout masks continue.
 
+      method: ``"sequential"`` (default: the scan, or the cell's fused kernel) or ``"parallel_newton"``:
+        the same result computed by Newton's method parallel in time (DEER; :func:`jaxrnn.parallel_newton`
+        with its defaults: full Jacobians, tolerance 1e-5 in float32 / 1e-10 in float64, at most
+        ``min(T, 64)`` iterations, then the sequential scan as a fallback). It takes ``lengths``,
+        ``resets``, ``reverse`` and ``time_axis``; ``probes``, ``remat``, ``t0`` and cells that read the
+        step index or cut gradients are refused.
+
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
       ``cell.initial_carry``; and ``ys (T, *batch, hidden)`` (time on ``time_axis``), the outputs
@@ -158,6 +167,24 @@ def unroll(
       ``lengths``, ``T = 0``, a non-finite concrete ``carry``, a truncation schedule shorter than the
       steps it would index.
     """
+    if method == "parallel_newton":
+        refused = [
+            name
+            for name, given in (("probes", probes is not None), ("remat", remat not in (False, None)))
+            + (("t0", not (isinstance(t0, int) and t0 == 0)),)
+            if given
+        ]
+        if refused:
+            raise ValueError(
+                f"unroll: method='parallel_newton' does not take {', '.join(refused)} (use the sequential "
+                f"method)"
+            )
+        final, ys, _ = parallel_newton(
+            cell, params, xs, carry, lengths=lengths, resets=resets, reverse=reverse, time_axis=time_axis
+        )
+        return final, ys
+    if method != "sequential":
+        raise ValueError(f"unroll: method must be 'sequential' or 'parallel_newton'; got {method!r}")
     final, ys, _ = _run(
         "unroll",
         cell,

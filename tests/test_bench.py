@@ -118,6 +118,29 @@ def test_resets_section():
     assert "## Resets (episode boundaries) at B2 T5 D3 H4, rate 0.3" in result["markdown"]
 
 
+def test_newton_section():
+    argv = ["--no-speed", "--cells", "gru", "--newton", "--newton-T", "6", "--newton-convergence-T", "6"]
+    argv += [
+        "--newton-gains",
+        "3",
+        "--modes",
+        "fwd",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--no-torch",
+        "--quiet",
+    ]
+    result = bench.run(argv)
+    rows, conv = result["newton"], result["newton_convergence"]
+    assert [r["impl"] for r in rows] == ["sequential", "newton_full", "newton_diagonal"]
+    for r in rows[1:]:
+        assert r["converged"] and 1 <= r["iterations"] <= 6 and r["max_abs_diff"] < 1e-4
+    assert len(conv) == 1 and conv[0]["gain"] == 3.0 and conv[0]["iterations_full"] <= 6
+    assert "## Newton's method parallel in time" in result["markdown"]
+
+
 def test_targets_status():
     def row(shape, cell, impl, ms):
         return {"shape": shape, "cell": cell, "mode": "fwdbwd", "impl": impl, "median_ms": ms}

@@ -226,6 +226,46 @@ for name, kw, exc, arg in (
 ):
     case(f"unroll-{name}", lambda kw=kw: unroll(**kw), exc, "unroll", arg)
 
+# ---- parallel_newton (jaxrnn.newton): unroll's checks, and its own options ------------------------
+
+
+def newton(**kw):
+    args = {"cell": CELL, "params": PARAMS, "xs": XS} | kw
+    return jr.parallel_newton(args.pop("cell"), args.pop("params"), args.pop("xs"), **args)
+
+
+for name, kw, exc, arg in (
+    ("cell-fn", dict(cell=jr.lstm), TypeError, "cell"),
+    ("params-shape", dict(params={**PARAMS, "W_hh": jnp.zeros((4, 8))}), ValueError, 'params["W_hh"]'),
+    ("xs-rank", dict(xs=jnp.ones((5,))), ValueError, "xs"),
+    ("xs-features", dict(xs=jnp.ones((5, 2, 4))), ValueError, "xs must have shape (T, *batch, 3)"),
+    ("carry-structure", dict(carry=jnp.zeros((2, 4))), ValueError, "carry"),
+    ("carry-nan", dict(carry=jr.LSTMCarry(jnp.full((2, 4), NAN), jnp.zeros((2, 4)))), ValueError, "carry"),
+    ("lengths-range", dict(lengths=jnp.array([6, 3])), ValueError, "lengths"),
+    ("resets-shape", dict(resets=jnp.zeros((5, 3), bool)), ValueError, "resets"),
+    ("reverse-str", dict(reverse="yes"), TypeError, "reverse"),
+    ("time_axis-range", dict(time_axis=5), ValueError, "time_axis"),
+    ("tol-zero", dict(tol=0.0), ValueError, "tol must be a finite real number > 0"),
+    ("tol-nan", dict(tol=NAN), ValueError, "tol"),
+    ("tol-str", dict(tol="1e-5"), TypeError, "tol"),
+    ("max_iters-zero", dict(max_iters=0), ValueError, "max_iters must be a positive int"),
+    ("max_iters-float", dict(max_iters=2.5), TypeError, "max_iters"),
+    ("jacobian-name", dict(jacobian="dense"), ValueError, "jacobian must be one of ['full', 'diagonal']"),
+    ("fallback-str", dict(fallback="yes"), TypeError, "fallback"),
+    ("cell-truncated", dict(cell=jr.truncate(CELL, tr.every(2, 5))), ValueError, "reads the step index"),
+    ("cell-dropout", dict(cell=jr.recurrent_dropout(CELL, 0.2, KEY)), ValueError, "cuts gradients"),
+):
+    case(f"parallel_newton-{name}", lambda kw=kw: newton(**kw), exc, "parallel_newton", arg)
+case("unroll-method-name", lambda: unroll(method="newton"), ValueError, "unroll", "method must be")
+case(
+    "unroll-method-probes",
+    lambda: unroll(method="parallel_newton", probes=jr.LSTMCarry(jnp.zeros((5, 2, 4)), jnp.zeros((5, 2, 4)))),
+    ValueError,
+    "unroll",
+    "does not take probes",
+)
+case("unroll-method-t0", lambda: unroll(method="parallel_newton", t0=2), ValueError, "unroll", "t0")
+
 # trajectory and state_gradients check the same things and name themselves
 case(
     "trajectory-xs",

@@ -291,11 +291,25 @@ def c_layers(cell, ref, params, xs):
     )
 
 
+def c_parallel_newton(cell, ref, params, xs):
+    """Newton's method parallel in time (jaxrnn.newton): the sequential loop's values and gradients;
+    cells whose step reads the step index or cuts gradients are refused."""
+    if cell.uses_step_index or cell.has_cut:
+        with pytest.raises(ValueError, match="reads the step index or cuts gradients"):
+            jr.parallel_newton(cell, params, xs)
+        return
+    run = jax.jit(lambda p: jr.parallel_newton(cell, p, xs)[:2])
+    close(run(params), ref.run(params, xs)[:2])
+    g = jax.jit(jax.grad(lambda p: loss(jr.parallel_newton(cell, p, xs)[1])))(params)
+    close(g, jax.grad(lambda p: loss(ref.run(p, xs)[1]))(params))
+
+
 CONSUMERS = {
     "unroll": lambda *a: c_unroll(*a, fused=True),
     "unroll_reference_scan": lambda *a: c_unroll(*a, fused=False),
     "unroll_jit": c_unroll_jit,
     "unroll_chunks_t0": c_chunks,
+    "parallel_newton": c_parallel_newton,
     "state_gradients": c_state_gradients,
     "gradient_flow": c_gradient_flow,
     "pascanu": c_pascanu,

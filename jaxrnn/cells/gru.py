@@ -62,8 +62,8 @@ def gru(
     slices, ``b_in`` on the n slice) and, with ``reset_after``, ``b_hn (H,)``, which cannot be merged
     into ``b`` because it sits inside ``r * (...)``. Carry and output: ``h (*batch, H)``. The
     dynamical-systems lecture notes name the update gate ``u`` and writes ``h_t = u h_{t-1} + (1 - u) h~_t``:
-    the same cell with ``u = z``. :func:`jaxrnn.unroll` runs the ``reset_after=True`` form with the fused
-    kernel of :mod:`jaxrnn.kernels`.
+    the same cell with ``u = z``. :func:`jaxrnn.unroll` runs both forms with the fused kernels of
+    :mod:`jaxrnn.kernels`.
     """
     hp = dict(
         hidden_size=check.positive_int(hidden_size, "gru: hidden_size"),

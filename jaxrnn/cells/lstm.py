@@ -68,7 +68,8 @@ def lstm(
     ``p_i, p_f, p_o (H,)`` (zeros at init). The carry is :class:`LSTMCarry` ``(h, c)``, the output
     ``h (*batch, H)``.
 
-    :func:`jaxrnn.unroll` runs it with the fused kernel of :mod:`jaxrnn.kernels` (not with peepholes).
+    :func:`jaxrnn.unroll` runs it with the fused kernel of :mod:`jaxrnn.kernels` (with or without
+    peepholes).
 
     ``forget_bias`` (default 1.0, Kitov's lecture; Gers et al. 2000, Jozefowicz et al. 2015) is *added to the
     f-slice of b at init*; the forward pass has no hidden constant, so parameters converted from

@@ -1,4 +1,5 @@
-"""Fused whole-sequence kernels for the LSTM, the GRU and the Elman family.
+"""Fused whole-sequence kernels for the LSTM (with or without peepholes), the GRU (both forms) and the
+Elman family.
 
 The reference :func:`jaxrnn.unroll` scans ``cell.recur`` and lets JAX differentiate the scan. That
 works for every cell and every transform, but its backward pass accumulates the recurrent weight
@@ -40,7 +41,7 @@ What a kernel declines (``None``: :func:`jaxrnn.unroll` runs the reference scan,
 is logged once per reason on the ``"jaxrnn.kernels"`` logger): weights and carry of a dtype other than
 float32 / float64 or of mixed dtypes, inputs of any other dtype than the weights' or a narrower float
 (inputs in ``bfloat16`` or ``float16`` are cast up first, as the reference's ``x @ W_xh`` promotes
-them), LSTM peepholes, the GRU with ``reset_after=False``.
+them).
 Everything accepted equals the reference path (tests: values and gradients, float32 to
 1e-5, float64 to 1e-10).
 
@@ -79,13 +80,23 @@ class FusedSpec(NamedTuple):
     * ``combine(coef_t, ds, m_t) -> ds_t`` with ``m_t = E_t + coef_t["rec"] * (lhs(ds) @ W_hh)``:
       linear in ``(ds, m_t)``, using only products with stored coefficients.
     * ``lhs(s) -> h``: the left operand of the recurrent product.
+
+    Two optional overrides, for recurrences whose recurrent product is not one ``lhs(s) @ W_hh`` (the
+    reset-before GRU multiplies ``(r * h) @ W_hn``, after a first product gives ``r``):
+
+    * ``drec(coef, prev, dW_hh) -> (T, *batch, G*H)``: the ``dW_hh`` tangent terms of every step at
+      once (default ``lhs(prev) @ dW_hh``; ``prev`` the states each step starts from);
+    * ``tangent(w, coef_t, ds, E_t) -> ds_t``: the whole tangent step, linear in ``(ds, E_t)``
+      (``E_t`` may be ``None`` for zero); default the ``combine`` form above.
     """
 
     forward: Callable
     linearise: Callable
     drive: Callable
-    combine: Callable
+    combine: Callable | None
     lhs: Callable
+    drec: Callable | None = None
+    tangent: Callable | None = None
 
 
 def _is_zero(t) -> bool:
@@ -234,7 +245,7 @@ def fused_scan(
             prev = _previous(s0, states, reverse)
             if resets is not None:
                 prev = _where(resets, jax.tree.map(lambda r, p: jnp.broadcast_to(r, p.shape), r0, prev), prev)
-            drec = spec.lhs(prev) @ dw["W_hh"]
+            drec = spec.lhs(prev) @ dw["W_hh"] if spec.drec is None else spec.drec(coefs, prev, dw["W_hh"])
         extras = {k: v for k, v in dw.items() if k not in ("W_xh", "b", "W_hh")}
         e = spec.drive(coefs, dpx, drec, extras)
         zeros_if_none = lambda t, s: jnp.zeros_like(s) if _is_zero(t) else t  # noqa: E731
@@ -244,9 +255,12 @@ def fused_scan(
         def tangent(ds, inp):
             e_t, coef_t, v_t, reset_t = inp
             ds_in = start(ds, dr0, reset_t)
-            m = coef_t["rec"] * (spec.lhs(ds_in) @ W)
-            m = m if e_t is None else m + e_t
-            new = spec.combine(coef_t, ds_in, m)
+            if spec.tangent is not None:
+                new = spec.tangent(w, coef_t, ds_in, e_t)
+            else:
+                m = coef_t["rec"] * (spec.lhs(ds_in) @ W)
+                m = m if e_t is None else m + e_t
+                new = spec.combine(coef_t, ds_in, m)
             new = new if v_t is None else _where(v_t, new, ds)
             return new, new
 
@@ -270,34 +284,62 @@ def _sum(*terms):
     return functools.reduce(jnp.add, terms) if terms else None
 
 
-def _lstm_spec(state_type) -> FusedSpec:
-    """i, f, g, o LSTM: ``c_t = f c + i g``, ``h_t = o tanh(c_t)`` (``jaxrnn.lstm``, no peepholes).
+def _lstm_spec(state_type, peepholes: bool = False) -> FusedSpec:
+    """i, f, g, o LSTM: ``c_t = f c + i g``, ``h_t = o tanh(c_t)`` (``jaxrnn.lstm``), with peepholes
+    ``a_i += p_i c``, ``a_f += p_f c``, ``a_o += p_o c_t`` when ``peepholes``.
 
-    Linearisation: ``dc_t = f dc + [g i(1-i)] dA_i + [c f(1-f)] dA_f + [i (1-g^2)] dA_g`` and
-    ``dh_t = [tanh(c_t) o(1-o)] dA_o + [o (1 - tanh^2 c_t)] dc_t``; ``coef["rec"]`` holds the four
-    bracketed gate coefficients side by side, ``f`` and ``kc`` the other two.
+    Linearisation, with ``k_i = g i(1-i)``, ``k_f = c f(1-f)``, ``k_g = i (1-g^2)``,
+    ``k_o = tanh(c_t) o(1-o)``::
+
+        dc_t = [f + k_i p_i + k_f p_f] dc + k_i dA_i + k_f dA_f + k_g dA_g + k_i c dp_i + k_f c dp_f
+        dh_t = k_o dA_o + [o (1 - tanh^2 c_t) + k_o p_o] dc_t + k_o c_t dp_o
+
+    (without peepholes the ``p`` terms vanish); ``coef["rec"]`` holds ``k_i, k_f, k_g, k_o`` side by side,
+    ``f`` and ``kc`` the bracketed factors; the ``dp`` terms do not depend on the previous tangent and
+    join ``E`` (from the stored ``c`` and ``c_t``).
     """
 
     def gates(w, s, px_t):
         a = px_t + s.h @ w["W_hh"]
         a_i, a_f, a_g, a_o = jnp.split(a, 4, axis=-1)
-        return _sigmoid(a_i), _sigmoid(a_f), jnp.tanh(a_g), _sigmoid(a_o)
+        if peepholes:
+            a_i, a_f = a_i + w["p_i"] * s.c, a_f + w["p_f"] * s.c
+        return _sigmoid(a_i), _sigmoid(a_f), jnp.tanh(a_g), a_o
+
+    def cell_and_output_gate(w, s, px_t):
+        i, f, g, a_o = gates(w, s, px_t)
+        c = f * s.c + i * g
+        return i, f, g, c, _sigmoid(a_o + w["p_o"] * c if peepholes else a_o)
 
     def forward(w, s, px_t):
-        i, f, g, o = gates(w, s, px_t)
-        c = f * s.c + i * g
+        _, _, _, c, o = cell_and_output_gate(w, s, px_t)
         return state_type(h=o * jnp.tanh(c), c=c)
 
     def linearise(w, s, px_t):
-        i, f, g, o = gates(w, s, px_t)
-        c = f * s.c + i * g
+        i, f, g, c, o = cell_and_output_gate(w, s, px_t)
         tc = jnp.tanh(c)
-        rec = jnp.concatenate([g * i * (1 - i), s.c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)], -1)
-        return state_type(h=o * tc, c=c), {"rec": rec, "f": f, "kc": o * (1 - tc * tc)}
+        k_i, k_f, k_g, k_o = g * i * (1 - i), s.c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)
+        coef = {"rec": jnp.concatenate([k_i, k_f, k_g, k_o], -1), "f": f, "kc": o * (1 - tc * tc)}
+        if peepholes:
+            coef["f"] = f + k_i * w["p_i"] + k_f * w["p_f"]
+            coef["kc"] = coef["kc"] + k_o * w["p_o"]
+            coef["c_prev"], coef["c"] = s.c, c
+        return state_type(h=o * tc, c=c), coef
 
     def drive(coef, dpx, drec, dw):
         da = _sum(dpx, drec)
-        return None if da is None else coef["rec"] * da
+        e = None if da is None else coef["rec"] * da
+        if peepholes and any(dw[k] is not None for k in ("p_i", "p_f", "p_o")):
+            k_i, k_f, _, k_o = jnp.split(coef["rec"], 4, axis=-1)
+            zero = jnp.zeros_like(k_i)
+            peep = [
+                zero if dw["p_i"] is None else k_i * coef["c_prev"] * dw["p_i"],
+                zero if dw["p_f"] is None else k_f * coef["c_prev"] * dw["p_f"],
+                zero,
+                zero if dw["p_o"] is None else k_o * coef["c"] * dw["p_o"],
+            ]
+            e = _sum(e, jnp.concatenate(peep, -1))
+        return e
 
     def combine(coef, ds, m):
         m_i, m_f, m_g, m_o = jnp.split(m, 4, axis=-1)
@@ -356,6 +398,61 @@ def _gru_spec() -> FusedSpec:
         return coef["z"] * dh + m_r + m_z + m_n
 
     return FusedSpec(forward, linearise, drive, combine, lambda h: h)
+
+
+def _gru_before_spec() -> FusedSpec:
+    """The reset-before GRU (``jaxrnn.gru(reset_after=False)``), r, z, n, ``W_hh = [W_r|W_z|W_n]``::
+
+        [a_r, a_z] = px_rz + h @ [W_r|W_z]    r = sigma(a_r)    z = sigma(a_z)
+        n = tanh(px_n + (r * h) @ W_n)        h_t = (1 - z) n + z h
+
+    Two recurrent products per step, the second fed by the first (``r``), so the tangent step is its
+    own (``FusedSpec.tangent``)::
+
+        dr = r(1-r) (E_r + dh @ W_r)         dz = z(1-z) (E_z + dh @ W_z)
+        dh_t = (h - n) dz + [(1-z)(1-n^2)] (E_n + (dr * h + r * dh) @ W_n) + z dh
+
+    with ``E = dpx + [h @ dW_r, h @ dW_z, (r * h) @ dW_n]`` for all steps at once (``FusedSpec.drec``).
+    """
+
+    def parts(w, h, px_t):
+        W = w["W_hh"]
+        H = h.shape[-1]
+        a = px_t[..., : 2 * H] + h @ W[:, : 2 * H]
+        r, z = _sigmoid(a[..., :H]), _sigmoid(a[..., H:])
+        n = jnp.tanh(px_t[..., 2 * H :] + (r * h) @ W[:, 2 * H :])
+        return r, z, n
+
+    def forward(w, h, px_t):
+        r, z, n = parts(w, h, px_t)
+        return (1.0 - z) * n + z * h
+
+    def linearise(w, h, px_t):
+        r, z, n = parts(w, h, px_t)
+        coef = {"kr": r * (1 - r), "kz": z * (1 - z), "r": r, "h": h, "u": (1 - z) * (1 - n * n), "z": z}
+        coef["hn"] = h - n
+        return (1.0 - z) * n + z * h, coef
+
+    def drec(coef, prev, dW):
+        H = prev.shape[-1]
+        return jnp.concatenate([prev @ dW[:, : 2 * H], (coef["r"] * prev) @ dW[:, 2 * H :]], -1)
+
+    def drive(coef, dpx, drec, dw):
+        return _sum(dpx, drec)
+
+    def tangent(w, coef, dh, e):
+        W = w["W_hh"]
+        H = dh.shape[-1]
+        a = dh @ W[:, : 2 * H]
+        if e is not None:
+            a = a + e[..., : 2 * H]
+        dr, dz = coef["kr"] * a[..., :H], coef["kz"] * a[..., H:]
+        q = (dr * coef["h"] + coef["r"] * dh) @ W[:, 2 * H :]
+        if e is not None:
+            q = q + e[..., 2 * H :]
+        return coef["hn"] * dz + coef["u"] * q + coef["z"] * dh
+
+    return FusedSpec(forward, linearise, drive, None, lambda h: h, drec=drec, tangent=tangent)
 
 
 def _elman_spec(activation) -> FusedSpec:
@@ -428,27 +525,20 @@ def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callabl
     return apply
 
 
-def _declining(name: str, reason: str) -> Callable:
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None):
-        _decline(name, reason)
-
-    return apply
-
-
 def lstm_kernel(state_type, *, peepholes: bool = False) -> Callable:
-    """The ``SequenceKernel.apply`` of :func:`jaxrnn.lstm` (declines with peepholes).
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.lstm`, with or without peepholes.
 
     ``state_type`` is the carry's NamedTuple (``jaxrnn.LSTMCarry``), passed in so that this module
     needs nothing but JAX."""
     if peepholes:
-        return _declining("lstm", "peepholes")
+        return _kernel("lstm", _lstm_spec(state_type, peepholes=True), ("W_hh", "p_i", "p_f", "p_o"))
     return _kernel("lstm", _lstm_spec(state_type), ("W_hh",))
 
 
 def gru_kernel(*, reset_after: bool = True) -> Callable:
-    """The ``SequenceKernel.apply`` of :func:`jaxrnn.gru` (declines ``reset_after=False``)."""
+    """The ``SequenceKernel.apply`` of :func:`jaxrnn.gru`, both forms (``reset_after``)."""
     if not reset_after:
-        return _declining("gru", "reset_after=False")
+        return _kernel("gru", _gru_before_spec(), ("W_hh",))
     return _kernel("gru", _gru_spec(), ("W_hh", "b_hn"))
 
 
