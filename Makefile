@@ -22,10 +22,11 @@ install: $(STAMP)
 
 # The suite checks float32 results to tight tolerances: run it on the CPU (set JAX_PLATFORMS to override).
 # Its time is XLA compilation of many tiny programs: LLVM's -O0 backend compiles them ~25% faster
-# (set XLA_FLAGS to override).
+# (set XLA_FLAGS to override). --dist loadfile keeps each test module on one worker, so a module-scoped
+# fixture (an experiment's smoke run) is computed once.
 test: $(STAMP)
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} XLA_FLAGS=$${XLA_FLAGS:---xla_backend_optimization_level=0} \
-		$(BIN)/python -m pytest -n auto --dist loadgroup -q tests
+		$(BIN)/python -m pytest -n auto --dist loadfile -q tests
 
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo

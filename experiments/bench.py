@@ -7,6 +7,7 @@ One command::
     python -m experiments.bench --memory --parallel --json runs/bench.json
     python -m experiments.bench --no-speed --resets 0.1     # episode boundaries on the fused path
     python -m experiments.bench --no-speed --newton         # Newton's method parallel in time
+    python -m experiments.bench --no-speed --bf16           # is bfloat16 compute faster here?
 
 The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
 ``--shapes Q``, an unknown option) is one line ``error: argument --repeats: must be >= 1; got 0 (see
@@ -24,7 +25,10 @@ pass; ``fwdbwd``: forward plus the BPTT gradient with respect to the weights and
 * ``flax``: ``flax.linen.RNN(OptimizedLSTMCell(H) / GRUCell(H), time_major=True)`` under ``jax.jit``;
 * ``torch`` (only when ``import torch`` works; torch is never a dependency): ``torch.nn.LSTM / GRU``,
   ``torch.no_grad()`` for ``fwd``, ``.backward(ct)`` for ``fwdbwd``, ``torch.set_num_threads(cores)``;
-* ``cudnn`` (only on a GPU, LSTM only): ``jax.experimental.rnn.lstm`` (cuDNN) under ``jax.jit``.
+* ``cudnn`` (only on a GPU, LSTM only): ``jax.experimental.rnn.lstm`` (cuDNN) under ``jax.jit``, on
+  the weights packed by :func:`jaxrnn.kernels.cudnn.cudnn_weights` (what ``unroll(backend="cudnn")``
+  runs);
+* ``jaxrnn(pallas)`` (only on a GPU): ``jr.unroll(..., backend="pallas")``, the persistent Pallas kernel.
 
 All implementations compute the SAME function from the same weights: the jaxrnn parameters (random, biases
 included) are converted with ``jaxrnn.interop.to_flax`` / ``to_torch``, all read the same time-major
@@ -66,6 +70,11 @@ path, against the same call without resets and against the reference ``lax.scan`
 (the fused path and the reference are checked to agree first). Target (issue 17): fused with resets
 within 15% of no resets.
 
+``--bf16``: the LSTM's two matrix products (recurrent and input) in float32 and in bfloat16 with float32
+accumulation, and the whole LSTM forward+backward in float32 (fused) and with bfloat16 weights (the
+reference scan: the fused kernels decline bfloat16), at ``--shapes``: whether bfloat16 compute would pay
+on this device.
+
 ``--newton``: :func:`jaxrnn.parallel_newton` (Newton's method parallel in time, full and diagonal
 Jacobians) against the sequential fused scan, LSTM and GRU at B8 D32 H32 and T = 128, 1024 (median ms,
 iterations, the largest difference of the outputs), and the iterations an Elman RNN (H16, T = 256)
@@ -96,6 +105,7 @@ import numpy as np
 import jaxrnn as jr
 from experiments import runner
 from jaxrnn import interop
+from jaxrnn.kernels.cudnn import cudnn_weights
 
 __all__ = ["SHAPES", "flops", "main", "run"]
 
@@ -232,9 +242,9 @@ def _jitted(fns: dict, args: tuple) -> dict:
     return out
 
 
-def _jaxrnn(kind, params, xs, ct, fused=True, unroll=1):
+def _jaxrnn(kind, params, xs, ct, fused=True, unroll=1, backend="auto"):
     cell = CELLS[kind](params["W_hh"].shape[0])
-    impl = _unroll_impl(cell, params, xs, ct, fused=fused, unroll=unroll)
+    impl = _unroll_impl(cell, params, xs, ct, fused=fused, unroll=unroll, backend=backend)
     impl["ys"] = lambda: impl["fwd"]()[0]
     impl["grads"] = lambda: _grads(impl["fwdbwd"](), lambda g: g["W_hh"])
     return impl
@@ -271,10 +281,7 @@ def _cudnn(kind, params, xs, ct):
 
     T, B, D = xs.shape
     H = params["W_hh"].shape[0]
-    sd = interop.to_torch(params, "lstm")
-    flat = jnp.concatenate(
-        [jnp.ravel(sd["weight_ih_l0"]), jnp.ravel(sd["weight_hh_l0"]), sd["bias_ih_l0"], sd["bias_hh_l0"]]
-    ).astype(DTYPE)
+    flat = cudnn_weights(params).astype(DTYPE)  # the packing unroll(backend="cudnn") uses
     xs_bt = jnp.swapaxes(xs, 0, 1)
     ct_bt = jnp.swapaxes(ct, 0, 1)
     zeros = jnp.zeros((1, B, H), DTYPE)
@@ -358,6 +365,8 @@ def _implementations(kind, params, xs, ct, fused: str, torch, unrolls: Sequence[
     impls["flax"] = _flax(kind, params, xs, ct)
     if torch is not None:
         impls["torch"] = _torch(kind, params, xs, ct, torch)
+    if _on_gpu():  # the persistent Pallas kernel (Triton); interpret mode on a CPU would time nothing useful
+        impls["jaxrnn(pallas)"] = _jaxrnn(kind, params, xs, ct, backend="pallas")
     if _on_gpu() and kind == "lstm":
         impls["cudnn"] = _cudnn(kind, params, xs, ct)
     return impls
@@ -658,6 +667,50 @@ def _newton_apply(cell, params, xs, **kw):
     return ys, cell.output(final)
 
 
+def bf16_section(cfg, log) -> list:
+    """Whether bfloat16 compute (float32 accumulation) would be faster on this device: the two matrix
+    products of an LSTM step -- the recurrent ``(B, H) @ (H, 4H)`` and the input projection
+    ``(T B, D) @ (D, 4H)`` -- in float32 and in bfloat16 with ``preferred_element_type=float32``; and the
+    whole LSTM forward+backward, float32 on the fused kernel against bfloat16 weights (which the fused
+    kernels decline, so the reference scan)."""
+    rows = []
+    f32 = jax.jit(jnp.matmul)
+    bf = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    for shape in cfg.shapes:
+        B, T, D, H = SHAPES[shape]
+        k = jax.random.split(jax.random.PRNGKey(0), 4)
+        products = {
+            "recurrent (B,H)@(H,4H)": (jax.random.normal(k[0], (B, H)), jax.random.normal(k[1], (H, 4 * H))),
+            "input (TB,D)@(D,4H)": (jax.random.normal(k[2], (T * B, D)), jax.random.normal(k[3], (D, 4 * H))),
+        }
+        for what, (a, b) in products.items():
+            a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+            fns = {
+                "float32": (lambda a=a, b=b: f32(a, b), _block),
+                "bfloat16": (lambda a=a16, b=b16: bf(a, b), _block),
+            }
+            timed = _time_many(fns, cfg.warmup, cfg.repeats)
+            rows.append(
+                {"shape": shape, "what": what, **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}}
+            )
+        params = _params("lstm", jax.random.PRNGKey(1), D, H)
+        xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, D), DTYPE)
+        ct = jax.random.normal(jax.random.PRNGKey(3), (T, B, H), DTYPE)
+        cell = CELLS["lstm"](H)
+        p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+        impls = {
+            "float32": _unroll_impl(cell, params, xs, ct),
+            "bfloat16": _unroll_impl(cell, p16, xs.astype(jnp.bfloat16), ct.astype(jnp.bfloat16)),
+        }
+        timed = _time_many({n: (i["fwdbwd"], i["sync"]) for n, i in impls.items()}, cfg.warmup, cfg.repeats)
+        rows.append({"shape": shape, "what": "LSTM fwd+bwd (bf16: reference scan)",
+                     **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}})  # fmt: skip
+        for r in rows[-3:]:
+            r["bf16_over_f32"] = r["bfloat16_ms"] / r["float32_ms"]
+            log(f"  bf16 {shape} {r['what']}: f32 {r['float32_ms']:.3f} ms, bf16 {r['bfloat16_ms']:.3f} ms")
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # targets and tables
 
@@ -796,6 +849,19 @@ def report(result: dict) -> str:
         head = ["cell", "mode", "resets", "no resets", "resets, fused", "resets, reference scan"]
         head += ["fused / none", "reference / none", "fused vs reference max diff"]
         parts += [_table(head, body), ""]
+    if result.get("bf16") is not None:
+        parts += ["## bfloat16 compute (float32 accumulation) against float32 (median ms)", ""]
+        body = [
+            [
+                r["shape"],
+                r["what"],
+                _f(r["float32_ms"], 3),
+                _f(r["bfloat16_ms"], 3),
+                _f(r["bf16_over_f32"], 2),
+            ]
+            for r in result["bf16"]
+        ]
+        parts += [_table(["shape", "computation", "float32", "bfloat16", "bf16 / f32"], body), ""]
     if result.get("newton") is not None:
         rows, conv = result["newton"], result["newton_convergence"]
         parts += ["## Newton's method parallel in time (DEER: full Jacobians; quasi-DEER: diagonal)", ""]
@@ -965,6 +1031,7 @@ def parser() -> runner.ArgumentParser:
     )
     p.add_argument("--newton-width", type=runner.number(int, min=1), default=32, help=argparse.SUPPRESS)
     p.add_argument("--newton-batch", type=runner.number(int, min=1), default=8, help=argparse.SUPPRESS)
+    p.add_argument("--bf16", action="store_true", help="the bfloat16-compute section (at --shapes)")
     p.add_argument("--no-speed", action="store_true", help="skip the main speed table")
     p.add_argument("--no-torch", action="store_true", help="do not import torch even if it is installed")
     p.add_argument(
@@ -1040,6 +1107,8 @@ def run(argv=None) -> dict:
         result["parallel"], result["parallel_note"] = parallel_section(cfg, log)
     if cfg.resets is not None:
         result["resets"] = resets_section(cfg, log)
+    if cfg.bf16:
+        result["bf16"] = bf16_section(cfg, log)
     if cfg.newton:
         result["newton"], result["newton_convergence"] = newton_section(cfg, log)
     meta["loadavg_after"] = _loadavg()

@@ -17,6 +17,8 @@ import numpy as np
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
 from jaxrnn.cells.deep import init_in_sequence
+from jaxrnn.cells.lstm import LSTMCarry
+from jaxrnn.kernels.cudnn import cudnn_lstm
 from jaxrnn.masking import expand, select
 from jaxrnn.newton import parallel_newton
 
@@ -75,6 +77,7 @@ def unroll(
     fused: bool = True,
     t0=0,
     method: str = "sequential",
+    backend: str = "auto",
 ):
     """Run ``cell`` over a sequence with one ``jax.lax.scan``: ``(final_carry, ys)``.
 
@@ -149,12 +152,20 @@ def unroll(
         ints, default 0: for continuing a sequence chunk by chunk with a cell that reads the step index
         (``t0 = steps so far``), so that its truncation schedule and per-step dropout masks continue.
 
+      backend: which implementation runs the sequential method: ``"auto"`` (default) and ``"xla"``, the
+        fused kernel where it serves the call, else the reference scan; ``"pallas"``, the persistent
+        Pallas kernels of :mod:`jaxrnn.kernels.pallas` (the LSTM, both GRUs and the Elman family; the
+        time loop inside one kernel launch; reverse mode only; interpret mode on a CPU); ``"cudnn"``,
+        ``jr.lstm`` through cuDNN on an NVIDIA GPU (:mod:`jaxrnn.kernels.cudnn`: float32, ``lengths``,
+        no ``resets`` or ``reverse``). ``"auto"`` never picks Pallas or cuDNN: neither has been
+        measured on an accelerator. A backend asked for by name that
+        cannot serve the call (another cell, ``probes``, ``remat``, a truncation, a dtype) is an error.
       method: ``"sequential"`` (default: the scan, or the cell's fused kernel) or ``"parallel_newton"``:
         the same result computed by Newton's method parallel in time (DEER; :func:`jaxrnn.parallel_newton`
         with its defaults: full Jacobians, tolerance 1e-5 in float32 / 1e-10 in float64, at most
         ``min(T, 64)`` iterations, then the sequential scan as a fallback). It takes ``lengths``,
-        ``resets``, ``reverse`` and ``time_axis``; ``probes``, ``remat``, ``t0`` and cells that read the
-        step index or cut gradients are refused.
+        ``resets``, ``reverse`` and ``time_axis``; ``probes``, ``remat``, ``t0``, ``backend`` and cells
+        that read the step index or cut gradients are refused.
 
     Returns:
       ``(final_carry, ys)``: the carry after each sequence's last (valid) step, with the structure of
@@ -171,7 +182,7 @@ def unroll(
         refused = [
             name
             for name, given in (("probes", probes is not None), ("remat", remat not in (False, None)))
-            + (("t0", not (isinstance(t0, int) and t0 == 0)),)
+            + (("t0", not (isinstance(t0, int) and t0 == 0)), ("backend", backend != "auto"))
             if given
         ]
         if refused:
@@ -200,13 +211,14 @@ def unroll(
         probes=probes,
         fused=fused,
         t0=t0,
+        backend=backend,
     )
     return final, ys
 
 
 _unroll = unroll  # for functions below whose `unroll` argument shadows the name
 
-UNROLL_OPTIONS = ("lengths", "resets", "reverse", "time_axis", "unroll", "remat", "fused", "t0")
+UNROLL_OPTIONS = ("lengths", "resets", "reverse", "time_axis", "unroll", "remat", "fused", "t0", "backend")
 
 
 def check_unroll_kwargs(kwargs: dict, fn: str, allowed=UNROLL_OPTIONS) -> dict:
@@ -259,6 +271,7 @@ def _run(
     fused=True,
     t0=0,
     states=False,
+    backend="auto",
 ):
     """The one scan behind :func:`unroll` and :func:`trajectory`: ``(final, ys, states | None)``."""
     cell = check.cell(cell, fn)
@@ -295,6 +308,11 @@ def _run(
         return ys, st
 
     kernel = cell.kernel
+    _check_backend(backend, cell, fused, probes, remat, fn)
+    if backend == "cudnn":
+        _check_cudnn(cell, params, xs, resets, reverse, states, fn)
+        (h, c), ys = cudnn_lstm(params, carry, xs, lengths)
+        return (LSTMCarry(h=h, c=c), *outputs(ys, None))
     if (
         fused
         and kernel is not None
@@ -305,6 +323,8 @@ def _run(
         and not cell.has_cut
     ):
         extra = {} if resets is None else {"resets": resets, "reset_carry": s0}
+        if backend not in ("auto", "xla"):
+            extra["backend"] = backend
         out = kernel.apply(params, carry, xs, lengths=lengths, reverse=reverse, unroll=unroll, **extra)
         if out is not None:
             final, st = out
@@ -361,6 +381,56 @@ def _run(
     final = final[0] if needs_t else final
     ys, st = emitted if states else (emitted, None)
     return (final, *outputs(ys, st))
+
+
+BACKENDS = ("auto", "xla", "pallas", "cudnn")
+
+
+def _check_cudnn(cell, params, xs, resets, reverse, states, fn):
+    """The LSTM through cuDNN: one plain float32 LSTM on a GPU, forwards, without resets."""
+    if cell.kind != "lstm" or cell.hparams["peepholes"]:
+        raise ValueError(f"{fn}: backend='cudnn' runs jr.lstm without peepholes; got {cell.name}")
+    refused = [
+        name
+        for name, given in (("resets", resets is not None), ("reverse=True", reverse), ("states", states))
+        if given
+    ]
+    if refused:
+        raise ValueError(f"{fn}: backend='cudnn' cannot take {', '.join(refused)}; use backend='auto'")
+    dtypes = {str(jnp.result_type(a)) for a in (*jax.tree.leaves(params), xs)}
+    if dtypes != {"float32"}:
+        raise ValueError(f"{fn}: backend='cudnn' takes float32 params and inputs; got {sorted(dtypes)}")
+    if jax.default_backend() != "gpu":
+        raise ValueError(
+            f"{fn}: backend='cudnn' needs an NVIDIA GPU (cuDNN); jax's default backend is "
+            f"{jax.default_backend()!r}"
+        )
+
+
+def _check_backend(backend, cell, fused, probes, remat, fn):
+    """An explicit backend other than XLA must serve the whole call, or it is an error."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{fn}: backend must be one of {list(BACKENDS)}; got {backend!r}")
+    if backend in ("auto", "xla"):
+        return
+    kernel = cell.kernel
+    if backend == "pallas" and (kernel is None or backend not in kernel.backends):
+        raise ValueError(
+            f"{fn}: backend={backend!r} has no kernel for {cell.name} (it runs lstm, gru, elman, irnn and "
+            f"np_rnn); use backend='auto'"
+        )
+    refused = [
+        name
+        for name, given in (
+            ("fused=False", not fused),
+            ("probes", probes is not None),
+            ("remat", not (remat is False or remat is None)),
+            ("a cell that reads the step index or cuts gradients", cell.uses_step_index or cell.has_cut),
+        )
+        if given
+    ]
+    if refused:
+        raise ValueError(f"{fn}: backend={backend!r} cannot take {', '.join(refused)}; use backend='auto'")
 
 
 def _check_t0(t0, batch_shape, fn):

@@ -14,9 +14,6 @@ import pytest
 
 from experiments import bench, runner
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("bench")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -51,7 +48,7 @@ def test_json_structure_and_meta(tiny):
     assert meta["repeats"] == 2 and len(meta["loadavg_before"]) == 3
     impls = {"jaxrnn", "flax"} | ({"torch"} if HAS_TORCH else set())
     if meta["backend"] == "gpu":
-        impls.add("cudnn")
+        impls |= {"cudnn", "jaxrnn(pallas)"}
     got = {(r["cell"], r["mode"], r["impl"]) for r in saved["speed"]}
     want = {(c, m, i) for c in ("lstm", "gru") for m in ("fwd", "fwdbwd") for i in impls}
     if "cudnn" in impls:
@@ -139,6 +136,23 @@ def test_newton_section():
         assert r["converged"] and 1 <= r["iterations"] <= 6 and r["max_abs_diff"] < 1e-4
     assert len(conv) == 1 and conv[0]["gain"] == 3.0 and conv[0]["iterations_full"] <= 6
     assert "## Newton's method parallel in time" in result["markdown"]
+
+
+def test_bf16_section():
+    result = bench.run(
+        ["--no-speed", "--bf16", "--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--quiet"]
+    )
+    rows = result["bf16"]
+    assert [r["what"] for r in rows] == [
+        "recurrent (B,H)@(H,4H)", "input (TB,D)@(D,4H)", "LSTM fwd+bwd (bf16: reference scan)"
+    ]  # fmt: skip
+    for r in rows:
+        assert (
+            r["float32_ms"] > 0
+            and r["bfloat16_ms"] > 0
+            and r["bf16_over_f32"] == r["bfloat16_ms"] / r["float32_ms"]
+        )
+    assert "## bfloat16 compute" in result["markdown"]
 
 
 def test_targets_status():

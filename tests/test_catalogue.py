@@ -223,7 +223,36 @@ for name, kw, exc, arg in (
         "probes",
     ),
     ("schedule-short", dict(cell=jr.truncate(CELL, tr.every(2, 3))), ValueError, "truncation schedule"),
+    ("backend-name", dict(backend="cuda"), ValueError, "backend must be one of"),
+    ("backend-pallas-remat", dict(backend="pallas", remat=True), ValueError, "backend='pallas' cannot take"),
+    (
+        "backend-pallas-probes",
+        dict(backend="pallas", probes=jr.LSTMCarry(*[jnp.zeros((5, 2, 4))] * 2)),
+        ValueError,
+        "probes",
+    ),
+    (
+        "backend-pallas-cell",
+        dict(cell=jr.mgu(4), params=jr.mgu(4).init(KEY, 3)),
+        ValueError,
+        "has no kernel for mgu",
+    ),
+    (
+        "backend-pallas-dtype",
+        dict(params=jr.lstm(4).init(KEY, 3, jnp.bfloat16)),
+        ValueError,
+        "dtype bfloat16",
+    ),
+    ("backend-cudnn-reverse", dict(backend="cudnn", reverse=True), ValueError, "backend='cudnn' cannot take"),
+    (
+        "backend-cudnn-cell",
+        dict(backend="cudnn", cell=jr.gru(4), params=jr.gru(4).init(KEY, 3)),
+        ValueError,
+        "got gru",
+    ),
 ):
+    if name.startswith("backend-pallas-") and "backend" not in kw:
+        kw = {**kw, "backend": "pallas"}
     case(f"unroll-{name}", lambda kw=kw: unroll(**kw), exc, "unroll", arg)
 
 # ---- parallel_newton (jaxrnn.newton): unroll's checks, and its own options ------------------------

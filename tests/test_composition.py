@@ -291,6 +291,23 @@ def c_layers(cell, ref, params, xs):
     )
 
 
+def c_unroll_pallas(cell, ref, params, xs):
+    """The persistent Pallas kernels (interpret mode here): the loop's values and gradients; a cell
+    without a fused kernel, or one that reads the step index or cuts gradients, is refused."""
+    if cell.kernel is None or "pallas" not in cell.kernel.backends:
+        with pytest.raises(ValueError, match="has no kernel for"):
+            jr.unroll(cell, params, xs, backend="pallas")
+        return
+    if cell.uses_step_index or cell.has_cut:
+        with pytest.raises(ValueError, match="cannot take a cell that reads the step index or cuts"):
+            jr.unroll(cell, params, xs, backend="pallas")
+        return
+    run = jax.jit(lambda p: jr.unroll(cell, p, xs, backend="pallas"))
+    close(run(params), ref.run(params, xs)[:2])
+    g = jax.jit(jax.grad(lambda p: loss(jr.unroll(cell, p, xs, backend="pallas")[1])))(params)
+    close(g, jax.grad(lambda p: loss(ref.run(p, xs)[1]))(params))
+
+
 def c_parallel_newton(cell, ref, params, xs):
     """Newton's method parallel in time (jaxrnn.newton): the sequential loop's values and gradients;
     cells whose step reads the step index or cuts gradients are refused."""
@@ -307,6 +324,7 @@ def c_parallel_newton(cell, ref, params, xs):
 CONSUMERS = {
     "unroll": lambda *a: c_unroll(*a, fused=True),
     "unroll_reference_scan": lambda *a: c_unroll(*a, fused=False),
+    "unroll_pallas": c_unroll_pallas,
     "unroll_jit": c_unroll_jit,
     "unroll_chunks_t0": c_chunks,
     "parallel_newton": c_parallel_newton,

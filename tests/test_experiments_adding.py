@@ -15,9 +15,6 @@ from helpers import is_png
 from experiments import adding, plots, runner, sweep
 from experiments.tasks import Batch, adding_arjovsky
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_adding")
-
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

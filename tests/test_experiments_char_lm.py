@@ -16,9 +16,6 @@ import pytest
 
 from experiments import char_lm, runner, tasks
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_char_lm")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V = 6
 

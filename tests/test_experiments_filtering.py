@@ -13,9 +13,6 @@ from helpers import is_png
 
 from experiments import filtering, runner
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_filtering")
-
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -17,9 +17,6 @@ import jaxrnn as jr
 from experiments import renet_digits, runner
 from experiments.tasks import load_digits_split
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_renet_digits")
-
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -15,9 +15,6 @@ from helpers import is_png
 
 from experiments import runner, seq2seq
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_seq2seq")
-
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -17,9 +17,6 @@ from helpers import is_png
 import jaxrnn as jr
 from experiments import runner, word_lm
 
-# one worker runs the whole module: its module-scoped smoke run is computed once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("experiments_word_lm")
-
 LINES = [
     "def add(a, b):",
     "    return a + b",

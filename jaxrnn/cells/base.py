@@ -79,10 +79,14 @@ class SequenceKernel(NamedTuple):
     (already shifted for ``reverse`` and cleared on padding), ``True`` where the state is replaced by
     ``reset_carry`` (``cell.initial_carry(params, batch_shape)``) before the step. A kernel without it
     is not used for calls with resets.
+
+    ``backends`` names the implementations ``apply`` takes as ``backend=`` (``unroll(..., backend=...)``):
+    ``"xla"`` (the default) and, for the fused kernels, ``"pallas"`` (:mod:`jaxrnn.kernels.pallas`).
     """
 
     apply: Callable
     resets: bool = False
+    backends: tuple = ("xla",)
 
 
 class RecurrentForm(NamedTuple):

@@ -16,7 +16,7 @@ from jaxrnn.cells.base import (
     resolve_inits,
 )
 from jaxrnn.cells.dropout import apply_mask
-from jaxrnn.kernels import gru_kernel
+from jaxrnn.kernels import FUSED_BACKENDS, gru_kernel
 
 __all__ = ["gru", "mgu"]
 
@@ -114,7 +114,7 @@ def _build_gru(hidden_size, reset_after, kernel_init, recurrent_init, bias_init)
         affine_input,
         lambda params, h, px: recur_masked(params, h, px, None),
         _identity,
-        kernel=SequenceKernel(gru_kernel(reset_after=reset_after), resets=True),
+        kernel=SequenceKernel(gru_kernel(reset_after=reset_after), resets=True, backends=FUSED_BACKENDS),
         masked_recur=recur_masked,
     )
 

@@ -19,7 +19,7 @@ from jaxrnn.cells.base import (
     zeros_state,
 )
 from jaxrnn.cells.dropout import apply_mask
-from jaxrnn.kernels import lstm_kernel
+from jaxrnn.kernels import FUSED_BACKENDS, lstm_kernel
 
 __all__ = ["lstm", "lstm1997"]
 
@@ -123,7 +123,9 @@ def _build_lstm(hidden_size, forget_bias, peepholes, kernel_init, recurrent_init
         affine_input,
         lambda params, state, px: masked_recur(params, state, px, None),
         _output_h,
-        kernel=SequenceKernel(lstm_kernel(LSTMCarry, peepholes=peepholes), resets=True),
+        kernel=SequenceKernel(
+            lstm_kernel(LSTMCarry, peepholes=peepholes), resets=True, backends=FUSED_BACKENDS
+        ),
         masked_recur=masked_recur,
     )
 

@@ -18,7 +18,7 @@ from jaxrnn.cells.base import (
     resolve_inits,
 )
 from jaxrnn.cells.dropout import apply_mask
-from jaxrnn.kernels import elman_kernel
+from jaxrnn.kernels import FUSED_BACKENDS, elman_kernel
 
 __all__ = ["accumulator", "ctrnn", "elman", "irnn", "np_rnn"]
 
@@ -97,7 +97,7 @@ def _build_elman(hidden_size, activation, kernel_init, recurrent_init, bias_init
         affine_input,
         recur,
         _identity,
-        kernel=SequenceKernel(elman_kernel(f), resets=True),
+        kernel=SequenceKernel(elman_kernel(f), resets=True, backends=FUSED_BACKENDS),
         form=RecurrentForm("elman", f),
         masked_recur=masked_recur,
     )

@@ -1,15 +1,34 @@
 """Fast paths that compute exactly what the reference :func:`jaxrnn.unroll` scan computes.
 
-* :mod:`jaxrnn.kernels.fused` -- whole-sequence kernels for the LSTM, the GRU (``reset_after=True``)
-  and the Elman family (``elman``, ``irnn``, ``np_rnn``): a ``jax.custom_jvp`` whose tangent is a lean
-  linear scan, so that BPTT (its transpose) keeps only the recurrent chain in the loop and computes the
-  weight gradient as one matrix product after it, while forward mode still works.
+* :mod:`jaxrnn.kernels.fused` -- whole-sequence kernels for the LSTM (with or without peepholes), the
+  GRU (both forms) and the Elman family (``elman``, ``irnn``, ``np_rnn``): a ``jax.custom_jvp`` whose
+  tangent is a lean linear scan, so that BPTT (its transpose) keeps only the recurrent chain in the
+  loop and computes the weight gradient as one matrix product after it, while forward mode still works.
+* :mod:`jaxrnn.kernels.pallas` -- the same recurrences as persistent Pallas kernels (the time loop
+  inside one kernel launch, forward and backward), ``unroll(..., backend="pallas")``; imported only
+  when asked for.
 
 The cell factories attach these kernels to the cells they build (``Cell.kernel``); ``unroll`` uses
 them unless ``fused=False``, and falls back to its reference scan wherever a kernel declines. This
 package imports only JAX.
 """
 
-from jaxrnn.kernels.fused import FusedSpec, elman_kernel, fused_scan, gru_kernel, lstm_kernel
+from jaxrnn.kernels.fused import (
+    FUSED_BACKENDS,
+    FusedSpec,
+    elman_kernel,
+    fused_scan,
+    gru_kernel,
+    lstm_kernel,
+    tangent_step,
+)
 
-__all__ = ["FusedSpec", "elman_kernel", "fused_scan", "gru_kernel", "lstm_kernel"]
+__all__ = [
+    "FUSED_BACKENDS",
+    "FusedSpec",
+    "elman_kernel",
+    "fused_scan",
+    "gru_kernel",
+    "lstm_kernel",
+    "tangent_step",
+]

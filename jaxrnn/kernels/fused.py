@@ -58,9 +58,19 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["FusedSpec", "elman_kernel", "fused_scan", "gru_kernel", "lstm_kernel"]
+__all__ = [
+    "FUSED_BACKENDS",
+    "FusedSpec",
+    "elman_kernel",
+    "fused_scan",
+    "gru_kernel",
+    "lstm_kernel",
+    "tangent_step",
+]
 
 log = logging.getLogger("jaxrnn.kernels")
+#: the implementations the fused kernels' ``apply`` takes as ``backend=``
+FUSED_BACKENDS = ("xla", "pallas")
 DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
 
@@ -122,6 +132,17 @@ def _previous(s0, states, reverse: bool):
 def _project(w, x):
     """The input half of the pre-activations, ``x @ W_xh + b``."""
     return x @ w["W_xh"] + w["b"]
+
+
+def tangent_step(spec: FusedSpec, w: dict, coef_t, ds, e_t):
+    """One step of the linear tangent recurrence: ``ds_t`` from the tangent ``ds`` of the state the
+    step starts from and the step's drive ``E_t`` (``None`` for zero). ``spec.tangent`` where the spec
+    has one, else ``combine(coef_t, ds, E_t + coef_t["rec"] * (lhs(ds) @ W_hh))``. Linear in
+    ``(ds, E_t)``: BPTT is its transpose (``jax.vjp``), which the Pallas backward kernel runs per step."""
+    if spec.tangent is not None:
+        return spec.tangent(w, coef_t, ds, e_t)
+    m = coef_t["rec"] * (spec.lhs(ds) @ w["W_hh"])
+    return spec.combine(coef_t, ds, m if e_t is None else m + e_t)
 
 
 def fused_scan(
@@ -222,7 +243,6 @@ def fused_scan(
         w, s0, xs, valid, resets, r0 = primals
         dw, ds0, dxs, _, _, dr0 = tangents
         dw = {k: (None if _is_zero(v) else v) for k, v in dw.items()}
-        W = w["W_hh"]
 
         def body(s, inp):
             x_t, v_t, reset_t = inp
@@ -254,13 +274,7 @@ def fused_scan(
 
         def tangent(ds, inp):
             e_t, coef_t, v_t, reset_t = inp
-            ds_in = start(ds, dr0, reset_t)
-            if spec.tangent is not None:
-                new = spec.tangent(w, coef_t, ds_in, e_t)
-            else:
-                m = coef_t["rec"] * (spec.lhs(ds_in) @ W)
-                m = m if e_t is None else m + e_t
-                new = spec.combine(coef_t, ds_in, m)
+            new = tangent_step(spec, w, coef_t, start(ds, dr0, reset_t), e_t)
             new = new if v_t is None else _where(v_t, new, ds)
             return new, new
 
@@ -504,12 +518,16 @@ def _dtype_reason(w: dict, carry, xs) -> str | None:
 
 
 def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callable:
-    def apply(params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None) -> Any:
+    def apply(
+        params, carry, xs, *, lengths, reverse, unroll=1, resets=None, reset_carry=None, backend="xla"
+    ) -> Any:
         w = {k: params[k] for k in ("W_xh", "b", *weight_keys)}
         reason = _dtype_reason(w, carry, xs)
         if reason is None and resets is not None:
             reason = _dtype_reason(w, reset_carry, xs)
         if reason is not None:
+            if backend != "xla":  # asked for by name: say why it cannot serve
+                raise ValueError(f"unroll: backend={backend!r} cannot run this {name}: {reason}")
             _decline(name, reason)
             return None
         xs = xs.astype(w["W_xh"].dtype)  # a narrower float: the promotion x @ W_xh would do
@@ -517,9 +535,24 @@ def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callabl
         if lengths is not None:
             T = xs.shape[0]
             valid = jnp.arange(T).reshape((T,) + (1,) * jnp.ndim(lengths)) < lengths
-        states = fused_scan(
-            spec, w, carry, xs, valid, resets=resets, reset_carry=reset_carry, reverse=reverse, unroll=unroll
-        )
+        if backend == "pallas":
+            from jaxrnn.kernels.pallas import pallas_scan  # Pallas is imported only when asked for
+
+            states = pallas_scan(
+                spec, w, carry, xs, valid, resets=resets, reset_carry=reset_carry, reverse=reverse
+            )
+        else:
+            states = fused_scan(
+                spec,
+                w,
+                carry,
+                xs,
+                valid,
+                resets=resets,
+                reset_carry=reset_carry,
+                reverse=reverse,
+                unroll=unroll,
+            )
         return jax.tree.map(lambda s: s[0] if reverse else s[-1], states), states
 
     return apply
