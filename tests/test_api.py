@@ -1,5 +1,6 @@
 """The public surface: ``__all__`` is what the docs say, and every public name is documented."""
 
+import importlib
 import inspect
 import re
 
@@ -86,6 +87,8 @@ MODULES = (
     jr.initialisers,
     jr.interop,
     jr.kernels,
+    importlib.import_module("jaxrnn.kernels.pallas"),
+    importlib.import_module("jaxrnn.kernels.cudnn"),
     jr.cells,
     jr.diagnostics,
     jr.truncation,

@@ -17,6 +17,7 @@ import sys
 import time
 import types
 import typing
+from subprocess import PIPE
 
 import jax
 import numpy as np
@@ -198,14 +199,17 @@ def test_run_cli_lets_bugs_through():
 
 
 def test_script_bad_input_real_process(env, tmp_path):
-    p = run_script(["--preset", "bogus"], env)
-    assert p.returncode == 2
-    assert_one_line_error(p.stderr, "--preset", "bogus")
     unwritable = tmp_path / "a_file"
     unwritable.write_text("")
-    p = run_script(["--run-root", str(unwritable)], env)
-    assert p.returncode == 2
-    assert_one_line_error(p.stderr, "--run-root", str(unwritable))
+    args = (["--preset", "bogus"], ["--run-root", str(unwritable)])
+    procs = [  # side by side: each process is mostly its imports
+        subprocess.Popen([sys.executable, SCRIPT, *a], env=env, stdout=PIPE, stderr=PIPE, text=True)
+        for a in args
+    ]
+    (_, err_preset), (_, err_root) = (p.communicate(timeout=300) for p in procs)
+    assert [p.returncode for p in procs] == [2, 2]
+    assert_one_line_error(err_preset, "--preset", "bogus")
+    assert_one_line_error(err_root, "--run-root", str(unwritable))
 
 
 def test_nonfinite_option_and_divergence_real_process(env, tmp_path):
@@ -522,6 +526,11 @@ def test_four_devices_equal_one_device(env, tmp_path):
         f"t.main({args + ['--run-root', str(tmp_path / 'four')]!r}); "
         f"t.main({args + ['--devices', '1', '--run-root', str(tmp_path / 'one')]!r})"
     )
+    # a batch that does not split over the 4 devices is refused (run side by side with the training)
+    bad = subprocess.Popen(
+        [sys.executable, SCRIPT, "--batch-size", "6", "--run-root", str(tmp_path / "bad")],
+        env=env4, stdout=PIPE, stderr=PIPE, text=True,
+    )  # fmt: skip
     p = subprocess.run([sys.executable, "-c", code], env=env4, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     (four,) = (tmp_path / "four" / "toy").iterdir()
@@ -534,10 +543,9 @@ def test_four_devices_equal_one_device(env, tmp_path):
         np.testing.assert_allclose([r4[k] for k in sorted(r4)], [r1[k] for k in sorted(r1)], rtol=1e-5)
     state4, state1 = final_state(str(four))[1], final_state(str(one))[1]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state4, state1)
-    # and a batch that does not split over the 4 devices is refused
-    p = run_script(["--batch-size", "6", "--run-root", str(tmp_path / "bad")], env4)
-    assert p.returncode == 2
-    assert_one_line_error(p.stderr, "--batch-size 6", "4 devices", "--batch-size 8")
+    _, bad_err = bad.communicate(timeout=300)
+    assert bad.returncode == 2
+    assert_one_line_error(bad_err, "--batch-size 6", "4 devices", "--batch-size 8")
     assert not (tmp_path / "bad").exists()
 
 

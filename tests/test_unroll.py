@@ -967,8 +967,11 @@ def test_unroll_uses_a_cells_kernel_only_where_it_serves():
     got = jr.unroll(cell, params, xs, lengths=lengths)
     assert calls == [(True, False)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, ref)
-    g_ref = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, xs, lengths=lengths, fused=False)[1] ** 2))(params)
-    g_got = jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, xs, lengths=lengths)[1] ** 2))(params)
+    grad = jax.jit(  # compiled, not dispatched op by op
+        jax.grad(lambda p, fused: jnp.sum(jr.unroll(cell, p, xs, lengths=lengths, fused=fused)[1] ** 2)),
+        static_argnums=1,
+    )
+    g_ref, g_got = grad(params, False), grad(params, True)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), g_got, g_ref)
     # time_axis: the kernel sees time first, ys come back on axis 1
     got_b = jr.unroll(cell, params, jnp.moveaxis(xs, 0, 1), lengths=lengths, time_axis=1)
@@ -1129,25 +1132,29 @@ def test_empty_batches_and_zero_lengths_give_finite_results():
     def loss(ys):
         return jnp.sum(ys**2)
 
-    results = {
-        "unroll": jr.unroll(cell, params, empty),
-        "grad": jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, empty)[1]))(params),
-        "pascanu": jr.pascanu(cell, params, empty, loss),
-        "pascanu_grad": jax.grad(lambda p: jr.pascanu(cell, p, empty, loss))(params),
-        "gradient_flow": jr.gradient_flow(cell, params, empty, loss),
-        "state_gradients": jr.state_gradients(cell, params, empty, loss),
-        "tbptt": jr.tbptt(cell, params, empty, 2, 2),
-        "transducer": jr.losses.transducer(
-            lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((4, 0, 1))
-        ),
-        "acceptor": jr.losses.acceptor(lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((0, 1))),
-        "pascanu_zero": jr.pascanu(cell, params, zero[0], loss, lengths=zero[1]),
-        "gradient_flow_zero": jr.gradient_flow(cell, params, zero[0], loss, lengths=zero[1]),
-        "unroll_zero": jr.unroll(cell, params, zero[0], lengths=zero[1]),
-        "transducer_zero": jr.losses.transducer(
-            lambda a, b: (a - b) ** 2, jnp.ones((4, 2, 1)), jnp.ones((4, 2, 1)), zero[1]
-        ),
-    }
+    @jax.jit  # one compiled program, not each consumer dispatched op by op
+    def all_results(params):
+        return {
+            "unroll": jr.unroll(cell, params, empty),
+            "grad": jax.grad(lambda p: jnp.sum(jr.unroll(cell, p, empty)[1]))(params),
+            "pascanu": jr.pascanu(cell, params, empty, loss),
+            "pascanu_grad": jax.grad(lambda p: jr.pascanu(cell, p, empty, loss))(params),
+            "gradient_flow": jr.gradient_flow(cell, params, empty, loss),
+            "state_gradients": jr.state_gradients(cell, params, empty, loss),
+            "tbptt": jr.tbptt(cell, params, empty, 2, 2),
+            "transducer": jr.losses.transducer(
+                lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((4, 0, 1))
+            ),
+            "acceptor": jr.losses.acceptor(lambda a, b: (a - b) ** 2, jnp.ones((4, 0, 1)), jnp.ones((0, 1))),
+            "pascanu_zero": jr.pascanu(cell, params, zero[0], loss, lengths=zero[1]),
+            "gradient_flow_zero": jr.gradient_flow(cell, params, zero[0], loss, lengths=zero[1]),
+            "unroll_zero": jr.unroll(cell, params, zero[0], lengths=zero[1]),
+            "transducer_zero": jr.losses.transducer(
+                lambda a, b: (a - b) ** 2, jnp.ones((4, 2, 1)), jnp.ones((4, 2, 1)), zero[1]
+            ),
+        }
+
+    results = all_results(params)
     for name, r in results.items():
         assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(r)), name
     assert float(results["pascanu"]) == 0.0 and float(results["transducer"]) == 0.0

@@ -7,6 +7,8 @@
 * :mod:`jaxrnn.kernels.pallas` -- the same recurrences as persistent Pallas kernels (the time loop
   inside one kernel launch, forward and backward), ``unroll(..., backend="pallas")``; imported only
   when asked for.
+* :mod:`jaxrnn.kernels.cudnn` -- ``jr.lstm`` through cuDNN (``jax.experimental.rnn``) on an NVIDIA GPU,
+  ``unroll(..., backend="cudnn")``, with the weight packing :func:`~jaxrnn.kernels.cudnn.cudnn_weights`.
 
 The cell factories attach these kernels to the cells they build (``Cell.kernel``); ``unroll`` uses
 them unless ``fused=False``, and falls back to its reference scan wherever a kernel declines. This

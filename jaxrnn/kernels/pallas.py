@@ -20,8 +20,9 @@ A ``jax.custom_vjp``: reverse mode only (``jax.grad``; ``jax.jvp`` raises JAX's 
 the default backend for forward mode.
 
 Limits. The recurrent matrix ``(H, G*H)`` and one tile's state must fit in on-chip memory: on a GPU
-(Triton) about ``G H^2`` floats per program (``H <= 256`` for a float32 LSTM in 256 KiB of shared
-memory), on a TPU (Mosaic) VMEM. Where that does not hold, use the default (XLA) backend. On a CPU
+(Triton) ``G H^2`` floats per program in shared memory -- a float32 LSTM needs 256 KiB at ``H = 128``,
+more than an H100's 228 KiB per SM, so about ``H <= 112`` (GRU ``H <= 128``, Elman ``H <= 224``); on a
+TPU (Mosaic) VMEM (16-32 MiB, so ``H`` up to about 1024). Where that does not hold, use the default (XLA) backend. On a CPU
 Pallas runs in *interpret mode* (``interpret=True``: the kernel body executed by XLA), which is how the
 suite verifies these kernels (values and gradients against the reference scan, with lengths, reverse
 and resets); it is slow and only for testing. The kernels have not run on a GPU or TPU yet: no
