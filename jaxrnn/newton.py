@@ -129,23 +129,23 @@ def _where(mask, a, b):
     return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
 
 
-def _newton_states(f1, fb, s0, px, valid, resets, r0, *, tol, max_iters: int, jacobian: str, fallback: bool):
+def _newton_states(f, s0, px, valid, resets, r0, *, tol, max_iters: int, jacobian: str, fallback: bool):
     """States ``(T, *batch, n)`` of ``s_t = f(s_{t-1}, px_t)`` (flat), and a :class:`NewtonInfo`.
 
-    ``f1(v (n,), px_t) -> (n,)`` is the step of one sequence (for the Jacobians), ``fb`` the batched step;
-    ``valid``, ``resets``: ``(T, *batch)`` booleans; ``r0``: the reset state ``(*batch, n)``."""
+    ``f(v (*lead, n), px_t (*lead, ...)) -> (*lead, n)`` is the step on flat states, for any leading
+    dims (one sequence, a batch, or every step at once); ``valid``, ``resets``: ``(T, *batch)`` booleans;
+    ``r0``: the reset state ``(*batch, n)``."""
     T = valid.shape[0]
     batch = valid.shape[1:]
     n = s0.shape[-1]
-    f_all = fb  # the batched step takes (T, *batch) leading dims too
-    jac1 = jax.jacfwd(f1)
+    jac1 = jax.jacfwd(f)  # of one sequence's step, vmapped below
     for _ in range(1 + len(batch)):  # per sequence and step: (T, *batch, n, n)
         jac1 = jax.vmap(jac1)
 
     def affine(S):
         prev = jnp.concatenate([s0[None], S[:-1]], axis=0)
         s_in = _where(resets, jnp.broadcast_to(r0, prev.shape), prev)
-        F = f_all(s_in, px)
+        F = f(s_in, px)
         J = jac1(s_in, px)
         if jacobian == "diagonal":
             J = jnp.diagonal(J, axis1=-2, axis2=-1)
@@ -188,7 +188,7 @@ def _newton_states(f1, fb, s0, px, valid, resets, r0, *, tol, max_iters: int, ja
         def step(s, inp):
             px_t, v_t, r_t = inp
             s_in = jnp.where(r_t[..., None], r0, s)
-            new = jnp.where(v_t[..., None], fb(s_in, px_t), s)
+            new = jnp.where(v_t[..., None], f(s_in, px_t), s)
             return new, new
 
         return jax.lax.scan(step, s0, (px, valid, resets))[1]
@@ -198,15 +198,14 @@ def _newton_states(f1, fb, s0, px, valid, resets, r0, *, tol, max_iters: int, ja
     return S, NewtonInfo(k, err, converged)
 
 
-def _solver(f1, fb, *, tol, max_iters, jacobian, fallback):
+def _solver(f, *, tol, max_iters, jacobian, fallback):
     """The states as a function of ``(params, s0, px, r0, valid, resets)``, with the custom JVP that
     makes its derivatives the sequential recurrence's at the solution."""
 
     @jax.custom_jvp
     def solve(params, s0, px, r0, valid, resets):
         return _newton_states(
-            lambda v, p: f1(params, v, p),
-            lambda v, p: fb(params, v, p),
+            lambda v, p: f(params, v, p),
             s0, px, valid, resets, r0, tol=tol, max_iters=max_iters, jacobian=jacobian, fallback=fallback,
         )  # fmt: skip
 
@@ -220,7 +219,7 @@ def _solver(f1, fb, *, tol, max_iters, jacobian, fallback):
             s_prev, px_t, dpx_t, v_t, r_t = inp
             s_in = jnp.where(r_t[..., None], r0, s_prev)
             ds_in = jnp.where(r_t[..., None], dr0, ds)
-            _, dnew = jax.jvp(fb, (params, s_in, px_t), (dparams, ds_in, dpx_t))
+            _, dnew = jax.jvp(f, (params, s_in, px_t), (dparams, ds_in, dpx_t))
             dnew = jnp.where(v_t[..., None], dnew, ds)
             return dnew, dnew
 
@@ -334,14 +333,11 @@ def parallel_newton(
     flip = (lambda a: jnp.flip(a, axis=0)) if reverse else (lambda a: a)
     px_p, valid_p, reset_p = jax.tree.map(flip, px), flip(valid), flip(reset)
 
-    def fb(p, v, px_t):  # the batched step on flat states
+    def step(p, v, px_t):  # the step on flat states v (*lead, n), any leading dims
         new = cell.recur(p, flat.unflat(v), px_t)
         return flat.flat(jax.tree.map(lambda a: a.astype(flat.dtype), new), v.ndim - 1)
 
-    def f1(p, v, px_t):  # one sequence: v (n,)
-        return fb(p, v, px_t)
-
-    solve = _solver(f1, fb, tol=tol, max_iters=max_iters, jacobian=jacobian, fallback=fallback)
+    solve = _solver(step, tol=tol, max_iters=max_iters, jacobian=jacobian, fallback=fallback)
     S, info = solve(params, flat.flat(carry, len(batch)), px_p, flat.flat(s0, len(batch)), valid_p, reset_p)
     final = flat.unflat(S[-1])  # padding stands still, so the last processed state is the final one
     states = flat.unflat(flip(S))
