@@ -291,6 +291,14 @@ def c_layers(cell, ref, params, xs):
     )
 
 
+def _value_and_grad_close(run, ref, params, xs):
+    """``run(params) -> (final, ys)`` equals the loop in values and in the gradient of ``loss(ys)``; one
+    compiled program for both."""
+    (_, out), g = jax.jit(jax.value_and_grad(lambda p: (loss(run(p)[1]), run(p)), has_aux=True))(params)
+    close(out, ref.run(params, xs)[:2])
+    close(g, jax.grad(lambda p: loss(ref.run(p, xs)[1]))(params))
+
+
 def c_unroll_pallas(cell, ref, params, xs):
     """The persistent Pallas kernels (interpret mode here): the loop's values and gradients; a cell
     without a fused kernel, or one that reads the step index or cuts gradients, is refused."""
@@ -302,10 +310,7 @@ def c_unroll_pallas(cell, ref, params, xs):
         with pytest.raises(ValueError, match="cannot take a cell that reads the step index or cuts"):
             jr.unroll(cell, params, xs, backend="pallas")
         return
-    run = jax.jit(lambda p: jr.unroll(cell, p, xs, backend="pallas"))
-    close(run(params), ref.run(params, xs)[:2])
-    g = jax.jit(jax.grad(lambda p: loss(jr.unroll(cell, p, xs, backend="pallas")[1])))(params)
-    close(g, jax.grad(lambda p: loss(ref.run(p, xs)[1]))(params))
+    _value_and_grad_close(lambda p: jr.unroll(cell, p, xs, backend="pallas"), ref, params, xs)
 
 
 def c_parallel_newton(cell, ref, params, xs):
@@ -315,10 +320,7 @@ def c_parallel_newton(cell, ref, params, xs):
         with pytest.raises(ValueError, match="reads the step index or cuts gradients"):
             jr.parallel_newton(cell, params, xs)
         return
-    run = jax.jit(lambda p: jr.parallel_newton(cell, p, xs)[:2])
-    close(run(params), ref.run(params, xs)[:2])
-    g = jax.jit(jax.grad(lambda p: loss(jr.parallel_newton(cell, p, xs)[1])))(params)
-    close(g, jax.grad(lambda p: loss(ref.run(p, xs)[1]))(params))
+    _value_and_grad_close(lambda p: jr.parallel_newton(cell, p, xs)[:2], ref, params, xs)
 
 
 CONSUMERS = {
