@@ -52,6 +52,7 @@ import numpy as np
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
+from jaxrnn.masking import reset_steps
 
 __all__ = ["NewtonInfo", "parallel_newton"]
 
@@ -321,13 +322,8 @@ def parallel_newton(
         xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))  # padding is inert
     reset = jnp.zeros((T, *batch), bool)
     if resets is not None:
-        reset = check.resets(resets, xs.shape, axis, fn)
-        if reverse:  # as unroll: a segment start at t is a reset after step t in backward time, and a
-            # reset at t = lengths is padding
-            reset = jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])], axis=0)
-            reset = reset & jnp.concatenate([valid[1:], jnp.zeros_like(valid[:1])], axis=0)
-        else:  # a reset on a padding step has no effect
-            reset = reset & valid
+        # as unroll's: in processing order (a reset on a padding step has no effect: padding is (I, 0))
+        reset = reset_steps(check.resets(resets, xs.shape, axis, fn), reverse, lengths)
 
     px = cell.project(params, xs)
     flip = (lambda a: jnp.flip(a, axis=0)) if reverse else (lambda a: a)

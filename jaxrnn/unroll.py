@@ -17,9 +17,8 @@ import numpy as np
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
 from jaxrnn.cells.deep import init_in_sequence
-from jaxrnn.cells.lstm import LSTMCarry
 from jaxrnn.kernels.cudnn import cudnn_lstm
-from jaxrnn.masking import expand, select
+from jaxrnn.masking import expand, reset_steps, select
 from jaxrnn.newton import parallel_newton
 
 __all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "trajectory", "unroll"]
@@ -179,17 +178,11 @@ def unroll(
       steps it would index.
     """
     if method == "parallel_newton":
-        refused = [
-            name
-            for name, given in (("probes", probes is not None), ("remat", remat not in (False, None)))
-            + (("t0", not (isinstance(t0, int) and t0 == 0)), ("backend", backend != "auto"))
-            if given
-        ]
-        if refused:
-            raise ValueError(
-                f"unroll: method='parallel_newton' does not take {', '.join(refused)} (use the sequential "
-                f"method)"
-            )
+        _refuse(
+            "unroll", "method='parallel_newton'", "use method='sequential'",
+            probes=probes is not None, remat=not (remat is False or remat is None),
+            t0=not (isinstance(t0, int) and t0 == 0), backend=backend != "auto",
+        )  # fmt: skip
         final, ys, _ = parallel_newton(
             cell, params, xs, carry, lengths=lengths, resets=resets, reverse=reverse, time_axis=time_axis
         )
@@ -294,12 +287,7 @@ def _run(
     t0 = _check_t0(t0, batch_shape, fn)
     _check_step_limit(cell, T, lengths, t0, resets, fn)
     if resets is not None:
-        resets = check.resets(resets, xs.shape, axis, fn)
-        if reverse:  # segment starts at t mean a reset after step t in backward time
-            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
-            if lengths is not None:  # a reset at t = lengths[b] is padding: it must not drop the carry
-                t_next = jnp.arange(1, T + 1).reshape((T,) + (1,) * len(batch_shape))
-                resets = resets & (t_next < lengths)
+        resets = reset_steps(check.resets(resets, xs.shape, axis, fn), reverse, lengths)
     if probes is not None:
         probes = check.probes(probes, carry, T, fn)
 
@@ -311,8 +299,8 @@ def _run(
     _check_backend(backend, cell, fused, probes, remat, fn)
     if backend == "cudnn":
         _check_cudnn(cell, params, xs, resets, reverse, states, fn)
-        (h, c), ys = cudnn_lstm(params, carry, xs, lengths)
-        return (LSTMCarry(h=h, c=c), *outputs(ys, None))
+        final, ys = cudnn_lstm(params, carry, xs, lengths)
+        return (final, *outputs(ys, None))
     if (
         fused
         and kernel is not None
@@ -386,17 +374,20 @@ def _run(
 BACKENDS = ("auto", "xla", "pallas", "cudnn")
 
 
+def _refuse(fn: str, what: str, hint: str, **given) -> None:
+    """A ValueError naming every option in ``given`` that is set (True) and ``what`` cannot take."""
+    refused = [name for name, on in given.items() if on]
+    if refused:
+        raise ValueError(f"{fn}: {what} cannot take {', '.join(refused)}; {hint}")
+
+
 def _check_cudnn(cell, params, xs, resets, reverse, states, fn):
     """The LSTM through cuDNN: one plain float32 LSTM on a GPU, forwards, without resets."""
     if cell.kind != "lstm" or cell.hparams["peepholes"]:
         raise ValueError(f"{fn}: backend='cudnn' runs jr.lstm without peepholes; got {cell.name}")
-    refused = [
-        name
-        for name, given in (("resets", resets is not None), ("reverse=True", reverse), ("states", states))
-        if given
-    ]
-    if refused:
-        raise ValueError(f"{fn}: backend='cudnn' cannot take {', '.join(refused)}; use backend='auto'")
+    _refuse(fn, "backend='cudnn'", "use backend='auto'", **{
+        "resets": resets is not None, "reverse=True": reverse, "states": states,
+    })  # fmt: skip
     dtypes = {str(jnp.result_type(a)) for a in (*jax.tree.leaves(params), xs)}
     if dtypes != {"float32"}:
         raise ValueError(f"{fn}: backend='cudnn' takes float32 params and inputs; got {sorted(dtypes)}")
@@ -419,18 +410,12 @@ def _check_backend(backend, cell, fused, probes, remat, fn):
             f"{fn}: backend={backend!r} has no kernel for {cell.name} (it runs lstm, gru, elman, irnn and "
             f"np_rnn); use backend='auto'"
         )
-    refused = [
-        name
-        for name, given in (
-            ("fused=False", not fused),
-            ("probes", probes is not None),
-            ("remat", not (remat is False or remat is None)),
-            ("a cell that reads the step index or cuts gradients", cell.uses_step_index or cell.has_cut),
-        )
-        if given
-    ]
-    if refused:
-        raise ValueError(f"{fn}: backend={backend!r} cannot take {', '.join(refused)}; use backend='auto'")
+    _refuse(fn, f"backend={backend!r}", "use backend='auto'", **{
+        "fused=False": not fused,
+        "probes": probes is not None,
+        "remat": not (remat is False or remat is None),
+        "a cell that reads the step index or cuts gradients": cell.uses_step_index or cell.has_cut,
+    })  # fmt: skip
 
 
 def _check_t0(t0, batch_shape, fn):

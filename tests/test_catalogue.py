@@ -291,7 +291,7 @@ case(
     lambda: unroll(method="parallel_newton", probes=jr.LSTMCarry(jnp.zeros((5, 2, 4)), jnp.zeros((5, 2, 4)))),
     ValueError,
     "unroll",
-    "does not take probes",
+    "cannot take probes",
 )
 case("unroll-method-t0", lambda: unroll(method="parallel_newton", t0=2), ValueError, "unroll", "t0")
 

@@ -158,7 +158,7 @@ def test_unroll_method_and_refusals():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10), got, want)
     with pytest.raises(ValueError, match="unroll: method must be 'sequential' or 'parallel_newton'"):
         jr.unroll(cell, params, xs, method="newton")
-    with pytest.raises(ValueError, match="method='parallel_newton' does not take probes, remat"):
+    with pytest.raises(ValueError, match="method='parallel_newton' cannot take probes, remat"):
         jr.unroll(cell, params, xs, method="parallel_newton", remat=True, probes=jnp.zeros((T, 3, H), F64))
     with pytest.raises(ValueError, match="parallel_newton: cell truncate.* reads the step index or cuts"):
         jr.parallel_newton(jr.truncate(cell, jr.truncation.every(2, T)), params, xs)

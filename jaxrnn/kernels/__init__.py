@@ -22,6 +22,7 @@ from jaxrnn.kernels.fused import (
     fused_scan,
     gru_kernel,
     lstm_kernel,
+    start_states,
     tangent_step,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "fused_scan",
     "gru_kernel",
     "lstm_kernel",
+    "start_states",
     "tangent_step",
 ]

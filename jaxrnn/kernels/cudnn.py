@@ -35,7 +35,8 @@ def cudnn_weights(params) -> jax.Array:
 
 def cudnn_lstm(params, carry, xs, lengths=None):
     """All outputs and the final carry of ``jr.lstm(H)`` over ``xs (T, *batch, I)`` by cuDNN:
-    ``(final (h, c) each (*batch, H), ys (T, *batch, H))``, zero past ``lengths``. In plain Python, as
+    ``(final, ys (T, *batch, H))``, ``final`` the type of ``carry`` (``h``, ``c`` each ``(*batch, H)``),
+    ``ys`` zero past ``lengths``. In plain Python, as
     :func:`jaxrnn.unroll` without resets or reverse::
 
         for t in range(T):
@@ -54,4 +55,4 @@ def cudnn_lstm(params, carry, xs, lengths=None):
     seq = jnp.full((B,), T, jnp.int32) if lengths is None else lengths.reshape(B).astype(jnp.int32)
     y, h_n, c_n = rnn.lstm(x, h0, c0, cudnn_weights(params), seq, I, H, 1, 0.0, False)
     ys = jnp.swapaxes(y, 0, 1).reshape(T, *batch, H)
-    return (h_n[0].reshape(*batch, H), c_n[0].reshape(*batch, H)), ys
+    return carry._replace(h=h_n[0].reshape(*batch, H), c=c_n[0].reshape(*batch, H)), ys

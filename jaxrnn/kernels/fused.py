@@ -65,6 +65,7 @@ __all__ = [
     "fused_scan",
     "gru_kernel",
     "lstm_kernel",
+    "start_states",
     "tangent_step",
 ]
 
@@ -118,15 +119,21 @@ def _where(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(valid[..., None], n, o), new, old)
 
 
-def _previous(s0, states, reverse: bool):
-    """``s_{t-1}`` in processing order for every ``t``: the states shifted by one, ``s0`` first."""
+def start_states(s0, states, reverse: bool, resets=None, reset_carry=None):
+    """The state each step started from, in processing order, for every ``t``: the states shifted by
+    one step (``s0`` first), and ``reset_carry`` where ``resets (T, *batch)`` is True. Leaves
+    ``(T, *batch, k)``; ``states`` as :func:`fused_scan` returns them. The left operand of the ``dW_hh``
+    product of BPTT (this module's tangent, the Pallas kernel's backward pass)."""
 
     def shift(a0, a):
         if reverse:
             return jnp.concatenate([a[1:], a0[None]], axis=0)
         return jnp.concatenate([a0[None], a[:-1]], axis=0)
 
-    return jax.tree.map(shift, s0, states)
+    prev = jax.tree.map(shift, s0, states)
+    if resets is None:
+        return prev
+    return _where(resets, jax.tree.map(lambda r, p: jnp.broadcast_to(r, p.shape), reset_carry, prev), prev)
 
 
 def _project(w, x):
@@ -262,9 +269,7 @@ def fused_scan(
             dpx = jnp.broadcast_to(dpx, xs.shape[:-1] + dpx.shape[-1:])
         drec = None
         if dw["W_hh"] is not None:  # one (T * B, H) @ (H, G*H) product for every step's h_{t-1} @ dW
-            prev = _previous(s0, states, reverse)
-            if resets is not None:
-                prev = _where(resets, jax.tree.map(lambda r, p: jnp.broadcast_to(r, p.shape), r0, prev), prev)
+            prev = start_states(s0, states, reverse, resets, r0)
             drec = spec.lhs(prev) @ dw["W_hh"] if spec.drec is None else spec.drec(coefs, prev, dw["W_hh"])
         extras = {k: v for k, v in dw.items() if k not in ("W_xh", "b", "W_hh")}
         e = spec.drive(coefs, dpx, drec, extras)

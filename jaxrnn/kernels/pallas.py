@@ -21,13 +21,13 @@ the default backend for forward mode.
 
 Limits. The recurrent matrix ``(H, G*H)`` and one tile's state must fit in on-chip memory: on a GPU
 (Triton) ``G H^2`` floats per program in shared memory -- a float32 LSTM needs 256 KiB at ``H = 128``,
-more than an H100's 228 KiB per SM, so about ``H <= 112`` (GRU ``H <= 128``, Elman ``H <= 224``); on a
-TPU (Mosaic) VMEM (16-32 MiB, so ``H`` up to about 1024). Where that does not hold, use the default (XLA) backend. On a CPU
-Pallas runs in *interpret mode* (``interpret=True``: the kernel body executed by XLA), which is how the
-suite verifies these kernels (values and gradients against the reference scan, with lengths, reverse
-and resets); it is slow and only for testing. The kernels have not run on a GPU or TPU yet: no
-accelerator was available to this project's sessions, so whether they lower there, and how fast they
-are, is **not measured** (``python -m experiments.bench`` on a GPU is the check).
+more than an H100's 228 KiB per SM, so about ``H <= 112`` (GRU ``H <= 128``, Elman ``H <= 224``); on a TPU
+(Mosaic) VMEM (16-32 MiB, so ``H`` up to about 1024). Where that does not hold, use the default (XLA)
+backend. On a CPU Pallas runs in *interpret mode* (``interpret=True``: the kernel body executed by XLA),
+which is how the suite verifies these kernels (values and gradients against the reference scan, with
+lengths, reverse and resets); it is slow and only for testing. The kernels have not run on a GPU or TPU
+yet: no accelerator was available to this project's sessions, so whether they lower there, and how fast
+they are, is **not measured** (``python -m experiments.bench`` on a GPU is the check).
 """
 
 import jax
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from jaxrnn.kernels.fused import FusedSpec, tangent_step
+from jaxrnn.kernels.fused import FusedSpec, start_states, tangent_step
 
 __all__ = ["pallas_scan"]
 
@@ -249,14 +249,8 @@ def _run(spec: FusedSpec, treedef, bb: int, reverse: bool, interpret: bool):
         lam_e, lam_s0, lam_r0 = backward_kernel(wr, coefs, list(g), valid, resets, px.shape[-1], px.dtype)
 
         # the states each step started from (for the dW_hh product), in processing order
-        def previous(a0, a):
-            return (
-                jnp.concatenate([a[1:], a0[None]], 0) if reverse else jnp.concatenate([a0[None], a[:-1]], 0)
-            )
-
-        prev = [previous(a0, a) for a0, a in zip(s0, states)]
-        prev = [jnp.where(resets[..., None] > 0, b[None], p) for p, b in zip(prev, r0)]
-        prev = jax.tree.unflatten(treedef, prev)
+        unflat = lambda leaves: jax.tree.unflatten(treedef, list(leaves))  # noqa: E731
+        prev = start_states(unflat(s0), unflat(states), reverse, resets > 0, unflat(r0))
         extras = {k: jnp.zeros_like(a) for k, a in wr.items() if k != "W_hh"}
         zeros_rec = jnp.zeros_like(px)
 
