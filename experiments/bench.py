@@ -8,6 +8,7 @@ One command::
     python -m experiments.bench --no-speed --resets 0.1     # episode boundaries on the fused path
     python -m experiments.bench --no-speed --newton         # Newton's method parallel in time
     python -m experiments.bench --no-speed --bf16           # is bfloat16 compute faster here?
+    python -m experiments.bench --sweep --json runs/bench_gpu.json   # on a GPU: B 1-256, T 100-10,000
 
 The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
 ``--shapes Q``, an unknown option) is one line ``error: argument --repeats: must be >= 1; got 0 (see
@@ -107,7 +108,7 @@ from experiments import runner
 from jaxrnn import interop
 from jaxrnn.kernels.cudnn import cudnn_weights
 
-__all__ = ["SHAPES", "flops", "main", "run"]
+__all__ = ["SHAPES", "SWEEP", "flops", "main", "run"]
 
 #: name -> (B batch, T steps, D input, H hidden). "tiny" is for the smoke test.
 SHAPES = {
@@ -116,6 +117,10 @@ SHAPES = {
     "M": (64, 200, 256, 512),
     "L": (8, 500, 32, 128),
 }
+#: the accelerator sweep (issue 17, ``--sweep``): B = 1, 16, 256 by T = 100, 1000, 10,000 at D = H = 256,
+#: named ``B<b>T<t>``. Meant for a GPU: on a 2-core CPU its largest shapes take minutes per call.
+SWEEP = {f"B{B}T{T}": (B, T, 256, 256) for B in (1, 16, 256) for T in (100, 1000, 10_000)}
+SHAPES.update(SWEEP)
 GATES = {"lstm": 4, "gru": 3}
 CELLS = {"lstm": lambda H: jr.lstm(H), "gru": lambda H: jr.gru(H, reset_after=True)}
 MODES = ("fwd", "fwdbwd")
@@ -960,7 +965,13 @@ def parser() -> runner.ArgumentParser:
     )
     p.add_argument("--shapes", type=_csv(list(SHAPES)), default=None,
                    help="comma list of S (B32 T100 D128 H256), M (B64 T200 D256 H512), L (B8 T500 D32 H128); "
+                   "or the sweep's B<b>T<t> (b in 1, 16, 256; t in 100, 1000, 10000; D = H = 256); "
                    "default S,M,L (--quick: S,L)")  # fmt: skip
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the accelerator sweep instead of --shapes: B 1, 16, 256 by T 100, 1000, 10000",
+    )
     p.add_argument("--cells", type=_csv(list(CELLS)), default=["lstm", "gru"])
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES))
     p.add_argument(
@@ -1060,6 +1071,10 @@ def run(argv=None) -> dict:
     cfg = parser().parse_args(argv)
     if cfg.resets is not None and not cfg.resets <= 1.0:
         raise runner.UsageError(f"argument --resets: must be a rate in [0, 1]; got {cfg.resets}")
+    if cfg.sweep and cfg.shapes:
+        raise runner.UsageError("argument --sweep: chooses the shapes itself; drop --shapes")
+    if cfg.sweep:
+        cfg.shapes = list(SWEEP)
     q = QUICK if cfg.quick else {}
     cfg.shapes = cfg.shapes or q.get("shapes", "S,M,L").split(",")
     cfg.warmup = cfg.warmup if cfg.warmup is not None else q.get("warmup", 3)

@@ -590,10 +590,6 @@ class FilteringResult(NamedTuple):
     sweep_dir: str
 
 
-def _optimizer(config: Config):
-    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
-
-
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
     sweep_dir = sweep.start(config, NAME)
@@ -647,7 +643,10 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 try:
                     result = runner.train(
-                        run_config, name=name, optimizer=_optimizer(config), **fns_for[part](model)
+                        run_config,
+                        name=name,
+                        optimizer=sweep.adam(config.lr, config.steps, config.schedule, config.clip),
+                        **fns_for[part](model),
                     )
                 except runner.Diverged as e:  # recorded (metrics NaN); reported after every run
                     result = e.result

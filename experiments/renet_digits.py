@@ -535,10 +535,6 @@ class RenetDigitsResult(NamedTuple):
     sweep_dir: str
 
 
-def _optimizer(config: Config):
-    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
-
-
 def main(argv=None):
     config = runner.config_cli(Config, PRESETS, argv, name=NAME, description=__doc__)
     sweep_dir = sweep.start(config, NAME)
@@ -569,7 +565,12 @@ def main(argv=None):
             )
             t0 = time.perf_counter()
             try:
-                result = runner.train(run_config, name=run_name, optimizer=_optimizer(config), **fns)
+                result = runner.train(
+                    run_config,
+                    name=run_name,
+                    optimizer=sweep.adam(config.lr, config.steps, config.schedule, config.clip),
+                    **fns,
+                )
             except runner.Diverged as e:  # recorded (accuracy NaN); reported after every run
                 result = e.result
             last = result.rows[-1] if result.rows else {}

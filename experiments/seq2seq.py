@@ -544,10 +544,6 @@ def _exact(pred, ys_out):
 # one task: train, test, sample
 
 
-def _optimizer(config: Config):
-    return sweep.adam(config.lr, config.steps, config.schedule, config.clip)
-
-
 def _train_fns(config: Config, task: str, model: Model) -> dict:
     L = train_range(config, task)
     eval_key = jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), TASKS.index(task))
@@ -717,7 +713,10 @@ def main(argv=None):
         t0 = time.perf_counter()
         try:
             result = runner.train(
-                run_config, name=name, optimizer=_optimizer(config), **_train_fns(config, task, model)
+                run_config,
+                name=name,
+                optimizer=sweep.adam(config.lr, config.steps, config.schedule, config.clip),
+                **_train_fns(config, task, model),
             )
         except runner.Diverged as e:  # recorded (accuracies of its last parameters); reported at the end
             result = e.result

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell, CellFns
+from jaxrnn.masking import valid_steps
 
 __all__ = ["HMMCarry", "forward", "forward_cell", "sample", "smoother", "viterbi"]
 
@@ -56,8 +57,9 @@ def _check(log_pi, log_A, log_obs, lengths, fn: str):
 
 def _valid(T: int, batch_shape, lengths):
     """``(T, *batch)`` booleans ``t < lengths`` (all True without lengths)."""
-    t = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
-    return jnp.broadcast_to(t < (T if lengths is None else lengths), (T, *batch_shape))
+    if lengths is None:
+        return jnp.ones((T, *batch_shape), bool)
+    return jnp.broadcast_to(valid_steps(lengths, T), (T, *batch_shape))
 
 
 def _logmatmul(a, b):

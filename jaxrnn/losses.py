@@ -43,6 +43,7 @@ import optax
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
+from jaxrnn.masking import valid_steps
 from jaxrnn.unroll import check_unroll_kwargs
 from jaxrnn.unroll import unroll as unroll_cell
 
@@ -209,7 +210,7 @@ def valid_mask(lengths, T: int, *, time_axis: int = 0) -> jax.Array:
     lengths = _as_array(lengths, "lengths", fn)
     lengths = check.lengths(lengths, T, tuple(lengths.shape), fn)
     axis = _time_axis(time_axis, lengths.ndim + 1, "the mask (T, *batch)", fn, features=False)
-    mask = jnp.arange(T).reshape((T,) + (1,) * lengths.ndim) < lengths
+    mask = valid_steps(lengths, T)
     return jnp.moveaxis(mask, 0, axis) if axis else mask
 
 
@@ -330,7 +331,7 @@ def transducer(
 
     valid = None
     if lengths is not None:
-        valid = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
+        valid = valid_steps(lengths, T)
     l = _masked_loss(loss, preds, targets, valid, per_feature)  # (T, *batch)
     if reduction == "none":
         return jnp.moveaxis(l, 0, axis) if axis else l

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["expand", "reset_steps", "select"]
+__all__ = ["expand", "reset_steps", "select", "valid_steps"]
 
 
 def expand(mask, leaf):
@@ -22,6 +22,13 @@ def expand(mask, leaf):
 def select(mask, a, b):
     """Per sequence and on every leaf: ``a`` where ``mask``, else ``b`` (``jnp.where`` broadcast)."""
     return jax.tree.map(lambda x, y: jnp.where(expand(mask, x), x, y), a, b)
+
+
+def valid_steps(lengths, T: int):
+    """``(T, *batch)`` booleans, ``out[t, b] = t < lengths[b]``: which steps of each sequence are real
+    (not padding), for ``lengths (*batch)`` integers."""
+    lengths = jnp.asarray(lengths)
+    return jnp.arange(T).reshape((T,) + (1,) * lengths.ndim) < lengths
 
 
 def reset_steps(resets, reverse: bool, lengths=None):

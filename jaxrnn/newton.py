@@ -52,7 +52,7 @@ import numpy as np
 
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
-from jaxrnn.masking import reset_steps
+from jaxrnn.masking import reset_steps, valid_steps
 
 __all__ = ["NewtonInfo", "parallel_newton"]
 
@@ -318,7 +318,7 @@ def parallel_newton(
         lengths = check.lengths(lengths, T, batch, fn)
     valid = jnp.ones((T, *batch), bool)
     if lengths is not None:
-        valid = jnp.arange(T).reshape((T,) + (1,) * len(batch)) < lengths
+        valid = valid_steps(lengths, T)
         xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))  # padding is inert
     reset = jnp.zeros((T, *batch), bool)
     if resets is not None:

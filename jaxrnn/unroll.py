@@ -18,7 +18,7 @@ from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell
 from jaxrnn.cells.deep import init_in_sequence
 from jaxrnn.kernels.cudnn import cudnn_lstm
-from jaxrnn.masking import expand, reset_steps, select
+from jaxrnn.masking import expand, reset_steps, select, valid_steps
 from jaxrnn.newton import parallel_newton
 
 __all__ = ["Layer", "bidirectional", "layer", "stack", "state_gradients", "trajectory", "unroll"]
@@ -282,7 +282,7 @@ def _run(
         lengths = check.lengths(lengths, T, batch_shape, fn)
         # padding is inert: inputs past a sequence's length never reach the arithmetic (a NaN there
         # would otherwise turn every gradient into NaN through the masked-out step's derivative)
-        valid_in = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
+        valid_in = valid_steps(lengths, T)
         xs = jnp.where(valid_in[..., None], xs, jnp.zeros((), xs.dtype))
     t0 = _check_t0(t0, batch_shape, fn)
     _check_step_limit(cell, T, lengths, t0, resets, fn)
@@ -318,7 +318,7 @@ def _run(
             final, st = out
             ys = cell.output(st)
             if lengths is not None:
-                valid = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape)) < lengths
+                valid = valid_steps(lengths, T)
                 zero = lambda v: jnp.where(expand(valid, v), v, jnp.zeros_like(v))  # noqa: E731
                 ys = jax.tree.map(zero, ys)
                 st = jax.tree.map(zero, st) if states else None

@@ -38,6 +38,13 @@ def test_flop_count_by_hand():
     assert bench.flops("gru", B, T, D, H, "fwd") == by_hand * 3 // 4
 
 
+def test_sweep_shapes_span_the_accelerator_grid():
+    assert sorted({b for b, _, _, _ in bench.SWEEP.values()}) == [1, 16, 256]
+    assert sorted({t for _, t, _, _ in bench.SWEEP.values()}) == [100, 1000, 10_000]
+    assert all(bench.SHAPES[name] == shape for name, shape in bench.SWEEP.items())
+    assert bench.SWEEP["B16T1000"] == (16, 1000, 256, 256)
+
+
 def test_json_structure_and_meta(tiny):
     result, saved, out = tiny
     assert set(saved) >= {"meta", "speed", "agreement", "matmul_peak", "targets", "markdown"}
@@ -227,6 +234,7 @@ def test_parallel_section_reports_missing_module(monkeypatch):
     [
         (["--shapes", "X"], ["--shapes", "tiny, S, M, L", "'X'"]),
         (["--shapes", "Q"], ["--shapes", "'Q'"]),
+        (["--sweep", "--shapes", "S"], ["--sweep", "drop --shapes"]),
         (["--cells", "lstm,rnn"], ["--cells", "lstm, gru", "'lstm,rnn'"]),
         (["--modes", "bwd"], ["--modes", "'bwd'"]),
         (["--memory-T", "0"], ["--memory-T", "positive ints"]),
@@ -249,7 +257,7 @@ def test_parallel_section_reports_missing_module(monkeypatch):
 def test_bad_arguments_exit_2_with_one_line(argv, words, capsys):
     """The runner's conventions: one line ``error: ...`` naming the option, exit status 2, no usage."""
     with pytest.raises(runner.UsageError):
-        bench.run(argv) if argv[0] == "--resets" else bench.parser().parse_args(argv)
+        bench.run(argv) if argv[0] in ("--resets", "--sweep") else bench.parser().parse_args(argv)
     with pytest.raises(SystemExit) as e:
         runner.run_cli(lambda: bench.main(argv))
     assert e.value.code == 2

@@ -38,7 +38,8 @@ def env(tmp_path_factory):
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(tmp_path_factory.mktemp("jaxcache"))
     e = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache}
     e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    e.pop("XLA_FLAGS", None)
+    # XLA_FLAGS pass through (make test's compile-time flags); the device count is the four-device test's
+    e["XLA_FLAGS"] = " ".join(f for f in e.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return e
 
 
@@ -519,7 +520,7 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path):
 
 
 def test_four_devices_equal_one_device(env, tmp_path):
-    env4 = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env4 = {**env, "XLA_FLAGS": f"{env['XLA_FLAGS']} --xla_force_host_platform_device_count=4".strip()}
     args = ["--steps", "6", "--batch-size", "8", "--log-every", "2", "--quiet"]
     code = (
         f"import sys; sys.path.insert(0, {os.path.dirname(SCRIPT)!r}); import runner_toy as t; "

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jaxrnn import initialisers as inits
 from jaxrnn import validators as check
 from jaxrnn.cells.base import Cell, CellFns, SequenceKernel, hidden_zeros
+from jaxrnn.masking import valid_steps
 
 __all__ = ["LRUCarry", "linear_scan", "lru", "min_gru", "min_lstm"]
 
@@ -108,7 +109,7 @@ def _valid_mask(lengths, T: int, ndim: int):
     """``(T, *batch, 1...)`` booleans ``t < lengths`` broadcasting against ``(T, *batch, H)``, or None."""
     if lengths is None:
         return None
-    valid = jnp.arange(T).reshape((T,) + (1,) * lengths.ndim) < lengths
+    valid = valid_steps(lengths, T)
     return valid.reshape(valid.shape + (1,) * (ndim - valid.ndim))
 
 

@@ -15,24 +15,7 @@ them unless ``fused=False``, and falls back to its reference scan wherever a ker
 package imports only JAX.
 """
 
-from jaxrnn.kernels.fused import (
-    FUSED_BACKENDS,
-    FusedSpec,
-    elman_kernel,
-    fused_scan,
-    gru_kernel,
-    lstm_kernel,
-    start_states,
-    tangent_step,
-)
+from jaxrnn.kernels import fused
+from jaxrnn.kernels.fused import *  # noqa: F403  (the fused kernels are this package's API)
 
-__all__ = [
-    "FUSED_BACKENDS",
-    "FusedSpec",
-    "elman_kernel",
-    "fused_scan",
-    "gru_kernel",
-    "lstm_kernel",
-    "start_states",
-    "tangent_step",
-]
+__all__ = list(fused.__all__)

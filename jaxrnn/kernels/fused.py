@@ -45,8 +45,8 @@ them).
 Everything accepted equals the reference path (tests: values and gradients, float32 to
 1e-5, float64 to 1e-10).
 
-This module imports only JAX: the cell factories (``jaxrnn.cells``) attach these kernels to the cells
-they build (``make_cell(..., kernel=...)``).
+This module imports only JAX and :mod:`jaxrnn.masking`: the cell factories (``jaxrnn.cells``) attach
+these kernels to the cells they build (``make_cell(..., kernel=...)``).
 """
 
 import functools
@@ -57,6 +57,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
+
+from jaxrnn.masking import valid_steps
 
 __all__ = [
     "FUSED_BACKENDS",
@@ -538,8 +540,7 @@ def _kernel(name: str, spec: FusedSpec, weight_keys: tuple[str, ...]) -> Callabl
         xs = xs.astype(w["W_xh"].dtype)  # a narrower float: the promotion x @ W_xh would do
         valid = None
         if lengths is not None:
-            T = xs.shape[0]
-            valid = jnp.arange(T).reshape((T,) + (1,) * jnp.ndim(lengths)) < lengths
+            valid = valid_steps(lengths, xs.shape[0])
         if backend == "pallas":
             from jaxrnn.kernels.pallas import pallas_scan  # Pallas is imported only when asked for
 
