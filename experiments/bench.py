@@ -72,9 +72,11 @@ path, against the same call without resets and against the reference ``lax.scan`
 within 15% of no resets.
 
 ``--bf16``: the LSTM's two matrix products (recurrent and input) in float32 and in bfloat16 with float32
-accumulation, and the whole LSTM forward+backward in float32 (fused) and with bfloat16 weights (the
-reference scan: the fused kernels decline bfloat16), at ``--shapes``: whether bfloat16 compute would pay
-on this device.
+accumulation, ``T`` recurrent products in a scan with the float32 state cast to bfloat16 before each
+(what a mixed-precision kernel would run), the whole LSTM forward+backward in float32 (fused) and with
+bfloat16 weights (the reference scan: the fused kernels decline bfloat16), and a prototype fused LSTM
+kernel whose recurrent products (forward and BPTT loops) take bfloat16 operands, at ``--shapes``: whether
+bfloat16 compute would pay on this device.
 
 ``--newton``: :func:`jaxrnn.parallel_newton` (Newton's method parallel in time, full and diagonal
 Jacobians) against the sequential fused scan, LSTM and GRU at B8 D32 H32 and T = 128, 1024 (median ms,
@@ -90,6 +92,7 @@ prints which are met and which are not yet, with the numbers; it does not tune a
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -698,6 +701,17 @@ def bf16_section(cfg, log) -> list:
             rows.append(
                 {"shape": shape, "what": what, **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}}
             )
+        # what a mixed kernel would run: T recurrent products in a scan, the float32 state cast to the
+        # operand dtype each step (bf16 operands, f32 accumulation and state)
+        W = products["recurrent (B,H)@(H,4H)"][1] / H**0.5
+        W16, h0 = W.astype(jnp.bfloat16), jnp.zeros((B, H), DTYPE)
+        fns = {
+            "float32": (lambda W=W, h0=h0, T=T: _recurrent_loop(W, h0, T), _block),
+            "bfloat16": (lambda W=W16, h0=h0, T=T: _recurrent_loop(W, h0, T), _block),
+        }
+        timed = _time_many(fns, cfg.warmup, cfg.repeats)
+        rows.append({"shape": shape, "what": f"recurrent loop, {T} steps in a scan",
+                     **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}})  # fmt: skip
         params = _params("lstm", jax.random.PRNGKey(1), D, H)
         xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, D), DTYPE)
         ct = jax.random.normal(jax.random.PRNGKey(3), (T, B, H), DTYPE)
@@ -710,10 +724,92 @@ def bf16_section(cfg, log) -> list:
         timed = _time_many({n: (i["fwdbwd"], i["sync"]) for n, i in impls.items()}, cfg.warmup, cfg.repeats)
         rows.append({"shape": shape, "what": "LSTM fwd+bwd (bf16: reference scan)",
                      **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}})  # fmt: skip
-        for r in rows[-3:]:
+        # a mixed-precision fused kernel (a prototype, not in jaxrnn): bf16 recurrent products in the
+        # forward and BPTT loops, float32 state, gates and weights
+        w = {k: params[k] for k in ("W_xh", "b", "W_hh")}
+        s0 = jr.LSTMCarry(h=jnp.zeros((B, H), DTYPE), c=jnp.zeros((B, H), DTYPE))
+        for mode in MODES:
+            fns = {
+                n: (functools.partial(_mixed_lstm, w, s0, xs, ct, mode == "fwdbwd", n == "bfloat16"), _block)
+                for n in ("float32", "bfloat16")
+            }
+            diff = float(jnp.max(jnp.abs(fns["float32"][0]()[0] - fns["bfloat16"][0]()[0])))
+            timed = _time_many(fns, cfg.warmup, cfg.repeats)
+            what = f"LSTM {'fwd' if mode == 'fwd' else 'fwd+bwd'}, fused, bf16 recurrent products (prototype)"
+            rows.append({"shape": shape, "what": what, "max_abs_diff": diff,
+                         **{f"{n}_ms": r["median_ms"] for n, r in timed.items()}})  # fmt: skip
+        for r in rows[-6:]:
             r["bf16_over_f32"] = r["bfloat16_ms"] / r["float32_ms"]
             log(f"  bf16 {shape} {r['what']}: f32 {r['float32_ms']:.3f} ms, bf16 {r['bfloat16_ms']:.3f} ms")
     return rows
+
+
+def _mixed_spec() -> jr.kernels.FusedSpec:
+    """The LSTM's :class:`jaxrnn.kernels.FusedSpec` (no peepholes) with its recurrent products -- forward
+    and in the tangent, so in BPTT too -- done with bfloat16 operands and float32 accumulation."""
+
+    def rec(h, W):
+        return jnp.matmul(h.astype(jnp.bfloat16), W.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+
+    def step(w, s, px):
+        i, f, g, o = jnp.split(px + rec(s.h, w["W_hh"]), 4, axis=-1)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c = f * s.c + i * g
+        return i, f, g, o, c, jnp.tanh(c)
+
+    def forward(w, s, px):
+        *_, o, c, tc = step(w, s, px)
+        return jr.LSTMCarry(h=o * tc, c=c)
+
+    def linearise(w, s, px):
+        i, f, g, o, c, tc = step(w, s, px)
+        k = [g * i * (1 - i), s.c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)]
+        return jr.LSTMCarry(h=o * tc, c=c), {"rec": jnp.concatenate(k, -1), "f": f, "kc": o * (1 - tc * tc)}
+
+    def drive(coef, dpx, drec, dw):
+        da = [t for t in (dpx, drec) if t is not None]
+        return coef["rec"] * sum(da[1:], da[0]) if da else None
+
+    def combine(coef, ds, m):
+        m_i, m_f, m_g, m_o = jnp.split(m, 4, axis=-1)
+        dc = coef["f"] * ds.c + m_i + m_f + m_g
+        return jr.LSTMCarry(h=m_o + coef["kc"] * dc, c=dc)
+
+    def tangent(w, coef, ds, e):
+        m = coef["rec"] * rec(ds.h, w["W_hh"])
+        return combine(coef, ds, m if e is None else m + e)
+
+    return jr.kernels.FusedSpec(forward, linearise, drive, combine, lambda s: s.h, tangent=tangent)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _mixed_lstm(w, s0, xs, ct, grad: bool, mixed: bool):
+    """The fused LSTM (``jaxrnn.kernels.fused_scan``) with float32 or bf16 recurrent products: outputs
+    ``hs``, and with ``grad`` the gradient of ``sum(hs * ct)`` w.r.t. ``w`` and ``xs``."""
+    spec = _mixed_spec() if mixed else None
+
+    def run(w, xs):
+        if spec is None:
+            return jr.unroll(jr.lstm(w["W_hh"].shape[0]), w, xs, carry=s0)[1]  # the fused kernel
+        return jr.kernels.fused_scan(spec, w, s0, xs).h
+
+    if not grad:
+        return (run(w, xs),)
+    hs, pull = jax.vjp(run, w, xs)
+    return hs, pull(ct)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _recurrent_loop(W, h0, T: int):
+    """``T`` steps of ``h = tanh((h @ W)[:, :H])`` with the state cast to ``W``'s dtype before each
+    product and the product accumulated in float32."""
+    H = h0.shape[-1]
+
+    def body(h, _):
+        a = jnp.matmul(h.astype(W.dtype), W, preferred_element_type=jnp.float32)
+        return jnp.tanh(a[:, :H]), None
+
+    return jax.lax.scan(body, h0, None, length=T)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -863,10 +959,12 @@ def report(result: dict) -> str:
                 _f(r["float32_ms"], 3),
                 _f(r["bfloat16_ms"], 3),
                 _f(r["bf16_over_f32"], 2),
+                f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-",
             ]
             for r in result["bf16"]
         ]
-        parts += [_table(["shape", "computation", "float32", "bfloat16", "bf16 / f32"], body), ""]
+        head = ["shape", "computation", "float32", "bfloat16", "bf16 / f32", "outputs max diff"]
+        parts += [_table(head, body), ""]
     if result.get("newton") is not None:
         rows, conv = result["newton"], result["newton_convergence"]
         parts += ["## Newton's method parallel in time (DEER: full Jacobians; quasi-DEER: diagonal)", ""]

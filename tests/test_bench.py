@@ -151,7 +151,10 @@ def test_bf16_section():
     )
     rows = result["bf16"]
     assert [r["what"] for r in rows] == [
-        "recurrent (B,H)@(H,4H)", "input (TB,D)@(D,4H)", "LSTM fwd+bwd (bf16: reference scan)"
+        "recurrent (B,H)@(H,4H)", "input (TB,D)@(D,4H)", "recurrent loop, 5 steps in a scan",
+        "LSTM fwd+bwd (bf16: reference scan)",
+        "LSTM fwd, fused, bf16 recurrent products (prototype)",
+        "LSTM fwd+bwd, fused, bf16 recurrent products (prototype)",
     ]  # fmt: skip
     for r in rows:
         assert (
@@ -159,6 +162,7 @@ def test_bf16_section():
             and r["bfloat16_ms"] > 0
             and r["bf16_over_f32"] == r["bfloat16_ms"] / r["float32_ms"]
         )
+    assert all(r["max_abs_diff"] < 2e-2 for r in rows[-2:])  # the prototype computes the same LSTM
     assert "## bfloat16 compute" in result["markdown"]
 
 
