@@ -8,6 +8,7 @@ One command::
     python -m experiments.bench --no-speed --resets 0.1     # episode boundaries on the fused path
     python -m experiments.bench --no-speed --newton         # Newton's method parallel in time
     python -m experiments.bench --no-speed --bf16           # is bfloat16 compute faster here?
+    python -m experiments.bench --no-speed --breakdown      # where the fused LSTM's time goes
     python -m experiments.bench --sweep --json runs/bench_gpu.json   # on a GPU: B 1-256, T 100-10,000
 
 The command line follows :mod:`experiments.runner`'s conventions: a bad option (``--repeats 0``,
@@ -77,6 +78,11 @@ accumulation, ``T`` recurrent products in a scan with the float32 state cast to 
 bfloat16 weights (the reference scan: the fused kernels decline bfloat16), and a prototype fused LSTM
 kernel whose recurrent products (forward and BPTT loops) take bfloat16 operands, at ``--shapes``: whether
 bfloat16 compute would pay on this device.
+
+``--breakdown``: at ``--shapes``, the fused LSTM's forward and forward+backward timed interleaved with
+scans that each do one part of its work: the forward loop's two products per step; the same with the
+input projection done for all steps before the loop; the gate maths alone on given pre-activations; BPTT's
+chain products ``dA_t @ W_hh^T`` reading ``W_hh``, and reading a transposed copy.
 
 ``--newton``: :func:`jaxrnn.parallel_newton` (Newton's method parallel in time, full and diagonal
 Jacobians) against the sequential fused scan, LSTM and GRU at B8 D32 H32 and T = 128, 1024 (median ms,
@@ -744,6 +750,79 @@ def bf16_section(cfg, log) -> list:
     return rows
 
 
+def breakdown_section(cfg, log) -> list:
+    """Where the fused LSTM's time goes on this device, at ``--shapes``: scans that do one part of the
+    work each, timed interleaved with the whole kernel (forward, and forward+backward)."""
+    rows = []
+    for shape in cfg.shapes:
+        B, T, D, H = SHAPES[shape]
+        params = _params("lstm", jax.random.PRNGKey(1), D, H)
+        W_xh, W_hh, b = params["W_xh"], params["W_hh"], params["b"]
+        k = jax.random.split(jax.random.PRNGKey(2), 3)
+        xs = jax.random.normal(k[0], (T, B, D), DTYPE)
+        ct = jax.random.normal(k[1], (T, B, H), DTYPE)
+        a = jax.random.normal(k[2], (T, B, 4 * H), DTYPE)
+        impl = _unroll_impl(CELLS["lstm"](H), params, xs, ct)
+        h0 = jnp.zeros((B, H), DTYPE)
+        P = functools.partial
+        parts = {
+            "fused LSTM, forward": impl["fwd"],
+            "products of the forward loop: x_t @ W_xh + h @ W_hh": P(_loop_products, W_xh, W_hh, b, xs, h0),
+            "input projection before the loop, then h @ W_hh": P(_loop_hoisted, W_xh, W_hh, b, xs, h0),
+            "gate maths of the forward loop (pre-activations given)": P(_loop_gates, a, h0),
+            "fused LSTM, forward+backward": impl["fwdbwd"],
+            "products of the BPTT loop: dA_t @ W_hh^T": P(_loop_bptt, W_hh, a, h0),
+            "the same with W_hh^T stored transposed": P(_loop_bptt_t, W_hh.T.copy(), a, h0),
+        }
+        timed = _time_many({n: (f, _block) for n, f in parts.items()}, cfg.warmup, cfg.repeats)
+        for n, r in timed.items():
+            rows.append(
+                {"shape": shape, "B": B, "T": T, "D": D, "H": H, "what": n, "median_ms": r["median_ms"]}
+            )
+            log(f"  breakdown {shape} {n}: {r['median_ms']:.2f} ms")
+    return rows
+
+
+@jax.jit
+def _loop_products(W_xh, W_hh, b, xs, h0):
+    """The forward loop's two products per step, and a ``tanh`` to feed the state back."""
+    H = h0.shape[-1]
+    return jax.lax.scan(lambda h, x: (jnp.tanh((x @ W_xh + b + h @ W_hh)[:, :H]), None), h0, xs)[0]
+
+
+@jax.jit
+def _loop_hoisted(W_xh, W_hh, b, xs, h0):
+    """:func:`_loop_products` with the input projection done for all steps before the loop."""
+    H = h0.shape[-1]
+    return jax.lax.scan(lambda h, px: (jnp.tanh((px + h @ W_hh)[:, :H]), None), h0, xs @ W_xh + b)[0]
+
+
+@jax.jit
+def _loop_gates(a, c0):
+    """The LSTM's gate maths per step on given pre-activations ``a (T, B, 4H)``: no product."""
+
+    def body(c, a_t):
+        i, f, g, o = jnp.split(a_t, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+    return jax.lax.scan(body, c0, a)[1]
+
+
+@jax.jit
+def _loop_bptt(W_hh, dA, dh0):
+    """BPTT's chain products, ``dh_{t-1} = (dA_t + dh_t) @ W_hh^T``, reading ``W_hh (H, 4H)``."""
+    H = dh0.shape[-1]
+    return jax.lax.scan(lambda d, a: ((a.at[:, :H].add(d)) @ W_hh.T, None), dh0, dA, reverse=True)[0]
+
+
+@jax.jit
+def _loop_bptt_t(W_t, dA, dh0):
+    """:func:`_loop_bptt` reading a transposed copy ``W_hh^T (4H, H)`` made before the loop."""
+    H = dh0.shape[-1]
+    return jax.lax.scan(lambda d, a: ((a.at[:, :H].add(d)) @ W_t, None), dh0, dA, reverse=True)[0]
+
+
 def _mixed_spec() -> jr.kernels.FusedSpec:
     """The LSTM's :class:`jaxrnn.kernels.FusedSpec` (no peepholes) with its recurrent products -- forward
     and in the tangent, so in BPTT too -- done with bfloat16 operands and float32 accumulation."""
@@ -965,6 +1044,13 @@ def report(result: dict) -> str:
         ]
         head = ["shape", "computation", "float32", "bfloat16", "bf16 / f32", "outputs max diff"]
         parts += [_table(head, body), ""]
+    if result.get("breakdown") is not None:
+        parts += [
+            "## Where the fused LSTM's time goes (median ms; parts are scans doing one part of the work)",
+            "",
+        ]
+        body = [[r["shape"], r["what"], _f(r["median_ms"], 2)] for r in result["breakdown"]]
+        parts += [_table(["shape", "computation", "ms"], body), ""]
     if result.get("newton") is not None:
         rows, conv = result["newton"], result["newton_convergence"]
         parts += ["## Newton's method parallel in time (DEER: full Jacobians; quasi-DEER: diagonal)", ""]
@@ -1130,6 +1216,7 @@ def parser() -> runner.ArgumentParser:
         default="L",
         help="B, T, D, H of the resets section (default L)",
     )
+    p.add_argument("--breakdown", action="store_true", help="where the fused LSTM's time goes (at --shapes)")
     p.add_argument("--newton", action="store_true", help="the parallel-Newton section (DEER, quasi-DEER)")
     p.add_argument("--newton-T", type=_ints, default=[128, 1024], help=argparse.SUPPRESS)
     p.add_argument(
@@ -1222,6 +1309,8 @@ def run(argv=None) -> dict:
         result["resets"] = resets_section(cfg, log)
     if cfg.bf16:
         result["bf16"] = bf16_section(cfg, log)
+    if cfg.breakdown:
+        result["breakdown"] = breakdown_section(cfg, log)
     if cfg.newton:
         result["newton"], result["newton_convergence"] = newton_section(cfg, log)
     meta["loadavg_after"] = _loadavg()

@@ -166,6 +166,26 @@ def test_bf16_section():
     assert "## bfloat16 compute" in result["markdown"]
 
 
+def test_breakdown_section():
+    result = bench.run(
+        ["--no-speed", "--breakdown", "--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--quiet"]
+    )
+    rows = result["breakdown"]
+    assert len(rows) == 7 and all(r["shape"] == "tiny" and r["median_ms"] > 0 for r in rows)
+    assert rows[0]["what"] == "fused LSTM, forward" and rows[4]["what"] == "fused LSTM, forward+backward"
+    assert "## Where the fused LSTM's time goes" in result["markdown"]
+    # the parts compute what they say: the BPTT chain both ways, the forward products both ways
+    W, a, h0 = np.ones((3, 12)) / 4, np.arange(5 * 2 * 12.0).reshape(5, 2, 12) / 100, np.zeros((2, 3))
+    d = h0
+    for t in reversed(range(5)):
+        d = (a[t] + np.pad(d, ((0, 0), (0, 9)))) @ W.T
+    np.testing.assert_allclose(bench._loop_bptt(W, a, h0), d, rtol=1e-5)
+    np.testing.assert_allclose(bench._loop_bptt_t(W.T.copy(), a, h0), d, rtol=1e-5)
+    Wx, xs = np.ones((4, 12)) / 8, np.arange(5 * 2 * 4.0).reshape(5, 2, 4) / 50
+    args = (Wx, W, np.zeros(12), xs, h0)
+    np.testing.assert_allclose(bench._loop_products(*args), bench._loop_hoisted(*args), rtol=1e-5)
+
+
 def test_targets_status():
     def row(shape, cell, impl, ms):
         return {"shape": shape, "cell": cell, "mode": "fwdbwd", "impl": impl, "median_ms": ms}
