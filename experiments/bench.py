@@ -1046,7 +1046,7 @@ def report(result: dict) -> str:
         parts += [_table(head, body), ""]
     if result.get("breakdown") is not None:
         parts += [
-            "## Where the fused LSTM's time goes (median ms; parts are scans doing one part of the work)",
+            "## Where the fused LSTM's time goes (median ms; each part is a scan doing one part of the work)",
             "",
         ]
         body = [[r["shape"], r["what"], _f(r["median_ms"], 2)] for r in result["breakdown"]]
