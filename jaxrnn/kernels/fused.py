@@ -149,7 +149,9 @@ def tangent_step(spec: FusedSpec, w: dict, coef_t, ds, e_t):
     """One step of the linear tangent recurrence: ``ds_t`` from the tangent ``ds`` of the state the
     step starts from and the step's drive ``E_t`` (``None`` for zero). ``spec.tangent`` where the spec
     has one, else ``combine(coef_t, ds, E_t + coef_t["rec"] * (lhs(ds) @ W_hh))``. Linear in
-    ``(ds, E_t)``: BPTT is its transpose (``jax.vjp``), which the Pallas backward kernel runs per step."""
+    ``(ds, E_t)``: BPTT is its transpose (``jax.vjp``), which the Pallas backward kernel runs per step.
+    Where ``w`` also holds ``W_hh_T`` (``W_hh`` transposed, ``(G*H, H)``, as :func:`fused_scan`'s tangent
+    passes it), the product reads that copy, so that its transpose reads a row-major matrix."""
     if spec.tangent is not None:
         return spec.tangent(w, coef_t, ds, e_t)
     h = spec.lhs(ds)
