@@ -1149,6 +1149,35 @@ case(
 )
 
 
+# ---- the fused kernels' argument checks (fused_scan, pallas_scan share check_scan_args) -----------
+
+_SPEC = jr.kernels.FusedSpec(*([None] * 5))
+_W = {"W_xh": jnp.ones((3, 8)), "b": jnp.zeros(8), "W_hh": jnp.ones((2, 8))}
+_XS = jnp.ones((4, 2, 3))
+for name, kw, exc, arg in (
+    ("spec", dict(spec=None), TypeError, "spec"),
+    ("w-missing", dict(w={"W_xh": _W["W_xh"]}), ValueError, "w must hold"),
+    ("xs-features", dict(xs=jnp.ones((4, 2, 5))), ValueError, "xs"),
+    ("xs-rank", dict(xs=jnp.ones((3,))), ValueError, "xs"),
+    ("valid-shape", dict(valid=jnp.ones((4, 3), bool)), ValueError, "valid"),
+    ("resets-shape", dict(resets=jnp.ones((2,), bool), reset_carry=0), ValueError, "resets"),
+    ("resets-without-carry", dict(resets=jnp.ones((4, 2), bool)), ValueError, "reset_carry"),
+):
+
+    def check(kw=kw):
+        args = {"spec": _SPEC, "w": _W, "xs": _XS} | kw
+        jr.kernels.check_scan_args("fused_scan", args.pop("spec"), args.pop("w"), args.pop("xs"), **args)
+
+    case(f"check_scan_args-{name}", check, exc, "fused_scan", arg)
+case(
+    "fused_scan-resets-without-carry",
+    lambda: jr.kernels.fused_scan(_SPEC, _W, None, _XS, resets=jnp.ones((4, 2), bool)),
+    ValueError,
+    "fused_scan",
+    "reset_carry",
+)
+
+
 @pytest.mark.parametrize(("call", "exc", "match"), CASES)
 def test_bad_input(call, exc, match):
     with pytest.raises(exc) as info:

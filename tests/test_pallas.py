@@ -83,6 +83,15 @@ def test_float32_and_batch_tiles():
     assert one.h.dtype == F32
     with pytest.raises(ValueError, match="block_batch must divide the batch size 4"):
         pallas_scan(spec, w, c4, xs4, valid, block_batch=3)
+    # the argument checks are fused_scan's (one shared check), naming pallas_scan
+    with pytest.raises(ValueError, match=r"pallas_scan: resets need reset_carry"):
+        pallas_scan(spec, w, c4, xs4, resets=valid)
+    with pytest.raises(ValueError, match=r"pallas_scan: xs must have shape \(T, \*batch, 2\)"):
+        pallas_scan(spec, w, c4, xs4[..., :1])
+    with pytest.raises(ValueError, match=r"pallas_scan: valid must have shape \(T, \*batch\)"):
+        pallas_scan(spec, w, c4, xs4, valid[:, :2])
+    with pytest.raises(TypeError, match="pallas_scan: spec must be a FusedSpec"):
+        pallas_scan(None, w, c4, xs4)
 
 
 def test_reverse_mode_only_and_refusals():

@@ -65,6 +65,7 @@ from jaxrnn.masking import valid_steps
 __all__ = [
     "FUSED_BACKENDS",
     "FusedSpec",
+    "check_scan_args",
     "elman_kernel",
     "fused_scan",
     "gru_kernel",
@@ -163,6 +164,36 @@ def tangent_step(spec: FusedSpec, w: dict, coef_t, ds, e_t):
     return spec.combine(coef_t, ds, m if e_t is None else m + e_t)
 
 
+def check_scan_args(fn: str, spec, w, xs, valid=None, resets=None, reset_carry=None) -> None:
+    """The argument checks of :func:`fused_scan` (and :func:`jaxrnn.kernels.pallas.pallas_scan`), before
+    tracing: ``spec`` a :class:`FusedSpec`; ``w`` holding ``W_xh``, ``b``, ``W_hh``; ``xs`` of shape
+    ``(T, *batch, I)`` with ``I`` the rows of ``W_xh``; ``valid`` and ``resets`` ``None`` or of shape
+    ``(T, *batch)``; ``reset_carry`` given with ``resets``. Errors name ``fn`` and the argument.
+
+    Raises:
+      TypeError: ``spec`` is not a :class:`FusedSpec`.
+      ValueError: any of the others.
+    """
+    if not isinstance(spec, FusedSpec):
+        raise TypeError(f"{fn}: spec must be a FusedSpec; got {type(spec).__name__}")
+    missing = [k for k in ("W_xh", "b", "W_hh") if k not in w]
+    if missing:
+        raise ValueError(f"{fn}: w must hold W_xh, b and W_hh (and the cell's extras); missing {missing}")
+    if jnp.ndim(xs) < 2 or jnp.shape(xs)[-1] != jnp.shape(w["W_xh"])[0]:
+        raise ValueError(
+            f"{fn}: xs must have shape (T, *batch, {jnp.shape(w['W_xh'])[0]}) for W_xh of shape "
+            f"{tuple(jnp.shape(w['W_xh']))}; got {tuple(jnp.shape(xs))}"
+        )
+    for name, mask in (("valid", valid), ("resets", resets)):
+        if mask is not None and tuple(jnp.shape(mask)) != tuple(jnp.shape(xs)[:-1]):
+            raise ValueError(
+                f"{fn}: {name} must have shape (T, *batch) = {tuple(jnp.shape(xs)[:-1])}; "
+                f"got {tuple(jnp.shape(mask))}"
+            )
+    if resets is not None and reset_carry is None:
+        raise ValueError(f"{fn}: resets need reset_carry, the state a reset starts from (like s0)")
+
+
 def fused_scan(
     spec: FusedSpec,
     w: dict,
@@ -218,25 +249,7 @@ def fused_scan(
       ``W_xh``/``b``/``W_hh``, ``xs`` of rank < 2 or with the wrong feature size, ``valid`` or
       ``resets`` not shaped ``(T, *batch)``, ``resets`` without ``reset_carry``.
     """
-    fn = "fused_scan"
-    if not isinstance(spec, FusedSpec):
-        raise TypeError(f"{fn}: spec must be a FusedSpec; got {type(spec).__name__}")
-    missing = [k for k in ("W_xh", "b", "W_hh") if k not in w]
-    if missing:
-        raise ValueError(f"{fn}: w must hold W_xh, b and W_hh (and the cell's extras); missing {missing}")
-    if jnp.ndim(xs) < 2 or jnp.shape(xs)[-1] != jnp.shape(w["W_xh"])[0]:
-        raise ValueError(
-            f"{fn}: xs must have shape (T, *batch, {jnp.shape(w['W_xh'])[0]}) for W_xh of shape "
-            f"{tuple(jnp.shape(w['W_xh']))}; got {tuple(jnp.shape(xs))}"
-        )
-    for name, mask in (("valid", valid), ("resets", resets)):
-        if mask is not None and tuple(jnp.shape(mask)) != tuple(jnp.shape(xs)[:-1]):
-            raise ValueError(
-                f"{fn}: {name} must have shape (T, *batch) = {tuple(jnp.shape(xs)[:-1])}; "
-                f"got {tuple(jnp.shape(mask))}"
-            )
-    if resets is not None and reset_carry is None:
-        raise ValueError(f"{fn}: resets need reset_carry, the state a reset starts from (like s0)")
+    check_scan_args("fused_scan", spec, w, xs, valid, resets, reset_carry)
     if resets is None:
         reset_carry = None
 

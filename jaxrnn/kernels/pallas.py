@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from jaxrnn.kernels.fused import FusedSpec, start_states, tangent_step
+from jaxrnn.kernels.fused import FusedSpec, check_scan_args, start_states, tangent_step
 
 __all__ = ["pallas_scan"]
 
@@ -95,10 +95,13 @@ def pallas_scan(
 
     Returns:
       ``states``: a pytree like ``s0`` with leaves ``(T, *batch, k)``.
+
+    Raises:
+      TypeError / ValueError before tracing: the checks of :func:`~jaxrnn.kernels.fused.check_scan_args`,
+      and ``block_batch`` that does not divide the batch size.
     """
     fn = "pallas_scan"
-    if not isinstance(spec, FusedSpec):
-        raise TypeError(f"{fn}: spec must be a FusedSpec; got {type(spec).__name__}")
+    check_scan_args(fn, spec, w, xs, valid, resets, reset_carry)
     T, batch = xs.shape[0], tuple(xs.shape[1:-1])
     B = int(np.prod(batch)) if batch else 1
     bb = B if block_batch is None else int(block_batch)
